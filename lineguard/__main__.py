@@ -1,0 +1,3 @@
+from lineguard.runtime.cli import main
+
+raise SystemExit(main())
