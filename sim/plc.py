@@ -47,11 +47,13 @@ from __future__ import annotations
 import asyncio
 import bisect
 import enum
+import errno
 import heapq
 import itertools
 import json
 import math
 import random
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -127,6 +129,19 @@ class PlcPortInUseError(OSError):
         self.parameter = parameter
         self.port = port
         self.host = host
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already listens on ``host:port`` (checked by binding it for a moment)."""
+    if port == 0:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def reject_distance_counts(geometry: BeltGeometry) -> int:

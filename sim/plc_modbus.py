@@ -16,8 +16,6 @@ the PLC before the response is sent, so an ack can be read right after the strob
 
 from __future__ import annotations
 
-import errno
-import socket
 import struct
 from dataclasses import dataclass
 
@@ -25,7 +23,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from lineguard.sim.plc import HandshakeCommand, PlcPortInUseError, VirtualPlc, reject_distance_counts
+from lineguard.sim.plc import HandshakeCommand, PlcPortInUseError, VirtualPlc, port_in_use, reject_distance_counts
 
 HOST = "127.0.0.1"
 UNIT_ID = 1  # what clients should send; the server answers every unit id
@@ -125,7 +123,7 @@ class ModbusPlcServer:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
             await server.shutdown()
-            if _port_in_use(self._requested_port):
+            if port_in_use(HOST, self._requested_port):
                 raise PlcPortInUseError("modbus_port", self._requested_port, HOST) from None
             raise RuntimeError(f"modbus_port {self._requested_port}: could not listen on {HOST}: {exc}") from exc
         self._server = server
@@ -211,16 +209,3 @@ class ModbusPlcServer:
         put("heartbeat_timeout_ms", [min(0xFFFF, round(plc.heartbeat_timeout_ms))])
         put("gate_pulse_ms", [min(0xFFFF, round(plc.gate_pulse_ms))])
         return regs
-
-
-def _port_in_use(port: int) -> bool:
-    """Whether something listens on HOST:port (the reason pymodbus only logs)."""
-    if port == 0:
-        return False
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((HOST, port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
-    return False

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -135,9 +135,10 @@ def find_free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def free_port() -> int:
-    return find_free_port()
+@pytest.fixture(scope="session")
+def pick_free_port() -> Callable[[], int]:
+    """A function returning a port on 127.0.0.1 that was free a moment ago (for servers that need one)."""
+    return find_free_port
 
 
 @pytest.fixture
