@@ -12,10 +12,21 @@ The renderer (``lineguard.sim.conveyor``) produces these records; the virtual PL
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 NS_PER_S = 1_000_000_000
 
 DEFECT_KINDS = ("scratch", "missing_component", "misaligned")
+PART_KINDS = ("pcb", "bracket")
+COMPONENT_KINDS = ("chip", "fastener")
+
+# Detector classes, in class-id order. Part boxes use the part type, component boxes the component
+# kind (only components that are present), defect boxes the defect kind. A missing component's box
+# is where it should be; a misaligned component gets two boxes where it is: its kind and "misaligned".
+CLASSES: tuple[str, ...] = PART_KINDS + COMPONENT_KINDS + DEFECT_KINDS
+CLASS_ID: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
 
 
 @dataclass(frozen=True)
@@ -62,11 +73,33 @@ class DefectTruth:
 
 
 @dataclass(frozen=True)
+class ComponentTruth:
+    """One component as it was really placed on one part (part frame, mm; see :class:`PartTruth`).
+
+    ``box_part_mm`` is the axis-aligned box of the component as placed (or, when ``present`` is
+    False, as it should have been). ``offset_mm`` and ``rotation_deg`` are the placement error
+    against the part type's nominal layout.
+    """
+
+    name: str
+    kind: str
+    box_part_mm: tuple[float, float, float, float]
+    present: bool = True
+    offset_mm: tuple[float, float] = (0.0, 0.0)
+    rotation_deg: float = 0.0
+
+
+@dataclass(frozen=True)
 class PartTruth:
     """A part as it really is.
 
     ``x0_mm`` is the belt position of the part's centre at time 0 (usually negative: upstream of the
     camera). Its position at time t is ``x0_mm + travel_mm(t)``.
+
+    The part's own frame has its origin at the part's centre, x along travel and y across the belt
+    (same directions as the image's x and y when ``rotation_deg`` is 0); ``rotation_deg`` is how far
+    the part lies turned on the belt (positive = clockwise in the image). ``components`` lists every
+    component of the part type as it was placed on this part.
     """
 
     part_id: int
@@ -76,6 +109,8 @@ class PartTruth:
     length_mm: float
     width_mm: float
     defects: tuple[DefectTruth, ...] = field(default_factory=tuple)
+    rotation_deg: float = 0.0
+    components: tuple[ComponentTruth, ...] = field(default_factory=tuple)
 
     @property
     def defective(self) -> bool:
@@ -99,3 +134,96 @@ class PartTruth:
 
     def encoder_at_reject(self, geometry: BeltGeometry) -> int:
         return geometry.encoder_at(self.t_at_reject_ns(geometry))
+
+    def record(self, geometry: BeltGeometry) -> dict[str, Any]:
+        """A JSON-ready summary: identity, verdict truth, and when/where the part meets the gate."""
+        return {
+            "part_id": self.part_id,
+            "part_type": self.part_type,
+            "defective": self.defective,
+            "defect_kinds": list(self.defect_kinds),
+            "defects": [
+                {"kind": d.kind, "box_part_mm": [round(v, 3) for v in d.box_part_mm], "detail": d.detail}
+                for d in self.defects
+            ],
+            "x0_mm": round(self.x0_mm, 3),
+            "y_mm": round(self.y_mm, 3),
+            "rotation_deg": round(self.rotation_deg, 3),
+            "length_mm": self.length_mm,
+            "width_mm": self.width_mm,
+            "t_at_camera_ns": self.t_at_position_ns(geometry, 0.0),
+            "t_at_reject_ns": self.t_at_reject_ns(geometry),
+            "encoder_at_reject": self.encoder_at_reject(geometry),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class FrameTruth:
+    """What is really in one camera frame, columnar like the detector's output.
+
+    ``boxes_xyxy`` are image pixels (float32 [N, 4], x right, y down, pixel edges: pixel j spans
+    [j, j+1)), clipped to the image. ``class_ids`` index :data:`CLASSES`. ``part_ids`` says which
+    part each box belongs to. ``visible`` is the fraction of the object inside the image and not
+    hidden by a distractor (0 < visible <= 1; boxes with nothing visible are left out).
+    """
+
+    frame_index: int
+    t_ns: int
+    encoder: int
+    boxes_xyxy: np.ndarray
+    class_ids: np.ndarray
+    part_ids: np.ndarray
+    visible: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.class_ids)
+        if self.boxes_xyxy.shape != (n, 4):
+            raise ValueError(f"boxes_xyxy: expected shape ({n}, 4), got {self.boxes_xyxy.shape}")
+        for name in ("part_ids", "visible"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name}: expected shape ({n},), got {getattr(self, name).shape}")
+
+    def __len__(self) -> int:
+        return len(self.class_ids)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FrameTruth):
+            return NotImplemented
+        return (
+            (self.frame_index, self.t_ns, self.encoder) == (other.frame_index, other.t_ns, other.encoder)
+            and all(
+                np.array_equal(getattr(self, k), getattr(other, k))
+                for k in ("boxes_xyxy", "class_ids", "part_ids", "visible")
+            )
+        )
+
+    def select(self, mask: np.ndarray) -> "FrameTruth":
+        """The boxes where ``mask`` is True."""
+        return FrameTruth(
+            self.frame_index,
+            self.t_ns,
+            self.encoder,
+            self.boxes_xyxy[mask],
+            self.class_ids[mask],
+            self.part_ids[mask],
+            self.visible[mask],
+        )
+
+    def of_class(self, name: str) -> "FrameTruth":
+        return self.select(self.class_ids == CLASS_ID[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frame_index": self.frame_index,
+            "t_ns": self.t_ns,
+            "encoder": self.encoder,
+            "boxes": [
+                {
+                    "xyxy": [round(float(v), 2) for v in box],
+                    "class": CLASSES[int(c)],
+                    "part_id": int(p),
+                    "visible": round(float(vis), 3),
+                }
+                for box, c, p, vis in zip(self.boxes_xyxy, self.class_ids, self.part_ids, self.visible)
+            ],
+        }
