@@ -405,7 +405,7 @@ class Conveyor:
                     from_top=bool(rng.random() < 0.5),
                     x_px=float(rng.uniform(0.1, 0.9) * w),
                     drift_px_s=float(rng.uniform(-0.3, 0.3) * w),
-                    depth_px=float(rng.uniform(0.3, 0.55) * h),
+                    depth_px=float(rng.uniform(0.35, 0.75) * h),
                     index=n,
                 )
             )
