@@ -255,7 +255,12 @@ class Conveyor:
 
     def gain_at(self, t_s: float) -> float:
         """Global light level at time t: slow drift within gain_range × flicker averaged over the exposure."""
-        return self._gain(t_s)
+        drift = 0.65 * math.sin(2 * math.pi * self._drift_hz[0] * t_s + self._drift_phase[0]) + 0.35 * math.sin(
+            2 * math.pi * self._drift_hz[1] * t_s + self._drift_phase[1]
+        )
+        flicker = 1.0 + self._flicker_amp * math.cos(2 * math.pi * self._flicker_hz * t_s + self._flicker_phase)
+        return (self._gain_mid + self._gain_half * drift) * flicker
+
 
     @property
     def tilt_deg(self) -> tuple[float, float]:
@@ -342,13 +347,6 @@ class Conveyor:
             self._noise_neg = np.maximum(-noise, 0).astype(np.uint8)
         else:
             self._noise_pos = self._noise_neg = None
-
-    def _gain(self, t_s: float) -> float:
-        drift = 0.65 * math.sin(2 * math.pi * self._drift_hz[0] * t_s + self._drift_phase[0]) + 0.35 * math.sin(
-            2 * math.pi * self._drift_hz[1] * t_s + self._drift_phase[1]
-        )
-        flicker = 1.0 + self._flicker_amp * math.cos(2 * math.pi * self._flicker_hz * t_s + self._flicker_phase)
-        return (self._gain_mid + self._gain_half * drift) * flicker
 
     def _plan_parts(self) -> None:
         s = self.scenario

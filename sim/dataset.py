@@ -2,7 +2,8 @@
 
 A dataset of ``frames`` images is drawn from several runs of the scenario (run k uses a seed
 derived from the scenario's seed and k). Whole runs go to either train or val, so no part is seen
-in both splits; every ``round(1 / val_fraction)``-th run is a val run. Within a run, frames are
+in both splits; every ``round(1 / val_fraction)``-th run is a val run (with fewer runs than that,
+the last one). Within a run, frames are
 taken every ``stride`` frames (default: about a fifth of the image width of belt travel apart).
 
 Layout (both formats)::
@@ -120,7 +121,9 @@ def export_dataset(
         for k, quota in enumerate(quotas):
             seed_k = run_seed(scenario.seed, k)
             conveyor = first if k == 0 else Conveyor(dataclasses.replace(scenario, seed=seed_k))
-            split = "val" if period and k % period == period - 1 else "train"
+            # every period-th run is val; a short export with fewer runs still gets its last run as val
+            is_val = bool(period) and (k % period == period - 1 or (n_runs < period and n_runs > 1 and k == n_runs - 1))
+            split = "val" if is_val else "train"
             step = max(1, min(stride, conveyor.n_frames // quota))
             start = (conveyor.n_frames - step * (quota - 1)) // 2
             manifest["runs"].append({"run": k, "seed": seed_k, "split": split, "n_frames": conveyor.n_frames, "first_frame": start, "step": step, "images": quota})

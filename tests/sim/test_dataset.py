@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from lineguard.sim import render_cli
-from lineguard.sim.dataset import export_dataset
+from lineguard.sim.conveyor import Conveyor
+from lineguard.sim.dataset import export_dataset, run_seed
 from lineguard.sim.preview import write_preview
 from lineguard.sim.scenario import load_scenario
 from lineguard.sim.truth import CLASSES
@@ -54,6 +55,27 @@ def test_yolo_export_has_the_layout_ultralytics_expects(yolo_export) -> None:
             cls, *box = line.split()
             assert 0 <= int(cls) < len(CLASSES)
             assert all(0.0 <= float(v) <= 1.0 for v in box)
+
+
+def test_yolo_labels_are_the_frame_truth_of_the_exported_frame(yolo_export) -> None:
+    out, _ = yolo_export
+    manifest = json.loads((out / "manifest.json").read_text())
+    image = max(manifest["images"], key=lambda im: im["boxes"])
+    scenario = load_scenario("shift", SMALL, seed=run_seed(3, image["run"]))
+    truth = Conveyor(scenario).frame_truth(image["frame"])
+    keep = truth.select(truth.visible >= 0.25)
+    label = out / image["file"].replace("images/", "labels/").replace(".jpg", ".txt")
+    rows = [line.split() for line in label.read_text().splitlines()]
+    assert len(rows) == len(keep) == image["boxes"] > 0
+    for (cls, cx, cy, w, h), box, c in zip(rows, keep.boxes_xyxy, keep.class_ids):
+        assert int(cls) == c
+        assert float(cx) * 640 == pytest.approx((box[0] + box[2]) / 2, abs=0.01)
+        assert float(h) * 480 == pytest.approx(box[3] - box[1], abs=0.01)
+
+
+def test_a_tiny_export_still_has_a_val_run(tmp_path) -> None:
+    summary = export_dataset(load_scenario("nominal", SMALL), 3, tmp_path, progress=False)
+    assert (summary["train"], summary["val"]) == (2, 1)
 
 
 def test_train_and_val_never_share_a_run(yolo_export) -> None:
