@@ -1,0 +1,9 @@
+"""The built-in node types. One module per node type; add new ones to ``BUILTIN_NODES``."""
+
+from lineguard.nodes.camera_pattern import PatternCamera
+from lineguard.nodes.image_stats import ImageStats
+from lineguard.nodes.record_jsonl import RecordJsonl
+
+BUILTIN_NODES = [PatternCamera, ImageStats, RecordJsonl]
+
+__all__ = ["BUILTIN_NODES"]

@@ -1,0 +1,127 @@
+"""What a node type declares up front, and the base class every node derives from.
+
+A node type is one class in one module under ``nodes/``. Before anything runs it declares:
+
+- ``type_name`` and ``version`` (the id is ``type_name@vVERSION``; a recipe may pin a version),
+- ``params_schema``: a JSON Schema (2020-12) object; defaults are applied, unknown keys rejected,
+- ``inputs`` and ``outputs``: typed ports (:class:`InPort`, :class:`OutPort`),
+- a docstring whose ``Example:`` section is a YAML snippet of the node in a recipe.
+
+At run time the executor creates the node with its validated params and a :class:`NodeContext`,
+then calls ``open()``, ``process(port, envelope)`` for every input (or ``run()`` for a source that
+has no inputs), ``flush()`` at end of stream, and ``close()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from lineguard.runtime.envelope import Envelope
+
+if TYPE_CHECKING:
+    from lineguard.runtime.clock import Clock
+
+QueuePolicy = Literal["block", "drop_oldest", "drop_newest"]
+QUEUE_POLICIES: tuple[str, ...] = ("block", "drop_oldest", "drop_newest")
+ANY_KIND = "any"
+
+
+@dataclass(frozen=True)
+class InPort:
+    """An input port. ``kind`` is checked against the wired output's kind at compile time
+    (``any`` accepts every kind). The queue in front of it holds ``queue`` envelopes and, when
+    full, applies ``policy`` (block the producer, drop the oldest queued, drop the newest)."""
+
+    kind: str
+    required: bool = True
+    multiple: bool = False  # may be wired to several outputs (merged in arrival order)
+    queue: int = 8
+    policy: QueuePolicy = "block"
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class OutPort:
+    kind: str
+    doc: str = ""
+
+
+class NodeContext:
+    """What a running node may use: its id, the clock, the line settings, a logger, and ``emit``."""
+
+    def __init__(self, node_id: str, clock: "Clock", line: Mapping[str, Any], emitter: Any, logger: Any) -> None:
+        self.node_id = node_id
+        self.clock = clock
+        self.line = line
+        self._emitter = emitter
+        self.log = logger
+
+    async def emit(self, port: str, envelope: Envelope) -> None:
+        """Send ``envelope`` on output ``port`` to every wired input (may wait under ``block``)."""
+        await self._emitter.emit(port, envelope)
+
+    def count_drop(self, reason: str, n: int = 1) -> None:
+        """Count items a node itself discarded (e.g. a camera skipping frames it could not deliver)."""
+        self._emitter.count_drop(reason, n)
+
+
+class Node:
+    """Base class of every node type."""
+
+    type_name: ClassVar[str]
+    version: ClassVar[int] = 1
+    params_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}, "additionalProperties": False}
+    inputs: ClassVar[Mapping[str, InPort]] = {}
+    outputs: ClassVar[Mapping[str, OutPort]] = {}
+
+    def __init__(self, ctx: NodeContext, params: Mapping[str, Any]) -> None:
+        self.ctx = ctx
+        self.params = params
+
+    # -- declared contract ------------------------------------------------------------------
+    @classmethod
+    def type_id(cls) -> str:
+        return f"{cls.type_name}@v{cls.version}"
+
+    @classmethod
+    def is_source(cls) -> bool:
+        return not cls.inputs
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = inspect.getdoc(cls) or ""
+        return doc.split("\n\n", 1)[0].replace("\n", " ")
+
+    @classmethod
+    def example(cls) -> str:
+        """The YAML snippet under ``Example:`` in the docstring."""
+        doc = inspect.getdoc(cls) or ""
+        _, sep, rest = doc.partition("Example:")
+        return textwrap.dedent(rest).strip("\n") if sep else ""
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any], line: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Checks a schema cannot express. Return (param, 'expected …, got …') pairs."""
+        return []
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Acquire resources (models, cameras, connections). Fail loud here, not later."""
+
+    async def run(self) -> None:
+        """Sources only: produce envelopes with ``self.ctx.emit`` until the stream ends."""
+        raise NotImplementedError(f"{self.type_id()} has no inputs, so it must implement run()")
+
+    async def process(self, port: str, envelope: Envelope) -> None:
+        """Handle one envelope that arrived on input ``port``."""
+        raise NotImplementedError(f"{self.type_id()} has inputs, so it must implement process()")
+
+    async def flush(self) -> None:
+        """Every input has ended: emit whatever is still pending."""
+
+    async def close(self) -> None:
+        """Release resources. Called once, in reverse topological order, even after a failure."""
