@@ -126,18 +126,23 @@ def _expected_type(t: str | list[str]) -> str:
     return names.get(t, t)
 
 
+def _descendants(error: jsonschema.ValidationError) -> Iterator[jsonschema.ValidationError]:
+    for sub in error.context or ():
+        if sub.validator in ("anyOf", "oneOf") and sub.context:
+            yield from _descendants(sub)
+        else:
+            yield sub
+
+
 def _leaf_errors(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
-    """For anyOf/oneOf, the alternative errors that went deepest (the most specific)."""
+    """For anyOf/oneOf: if some alternative matched the shape and failed deeper inside, report what
+    failed there (the most specific error); otherwise the alternatives' own summary."""
     if error.validator not in ("anyOf", "oneOf") or not error.context:
         return [error]
-    deepest = max(len(e.absolute_path) for e in error.context)
+    leaves = list(_descendants(error))
+    deepest = max(len(e.absolute_path) for e in leaves)
     if deepest > len(error.absolute_path):
-        # Some alternative matched the shape and failed inside: report what failed there.
-        candidates = [e for e in error.context if len(e.absolute_path) == deepest]
-        out: list[jsonschema.ValidationError] = []
-        for e in candidates:
-            out.extend(_leaf_errors(e))
-        return out[:1]
+        return [next(e for e in leaves if len(e.absolute_path) == deepest)]
     return [error]
 
 
@@ -155,7 +160,7 @@ def _translate(error: jsonschema.ValidationError) -> Iterator[SchemaProblem]:
     if v == "additionalProperties":
         known = sorted(s.get("properties", {}))
         for key in sorted(set(got) - set(known)):
-            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
             hint = f" (did you mean '{near[0]}'?)" if near else ""
             yield SchemaProblem(path + (key,), f"expected one of the keys {known}, got unknown key '{key}'{hint}", at_key=True)
         return
