@@ -54,7 +54,7 @@ import json
 import math
 import random
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -781,9 +781,8 @@ def _round_mm(value: float | None) -> float | None:
 # A part stream for running the PLC without a conveyor
 
 
-def periodic_parts(
+def iter_periodic_parts(
     *,
-    count: int,
     spacing_mm: float = 260.0,
     defect_rate: float = 0.25,
     seed: int = 0,
@@ -791,40 +790,42 @@ def periodic_parts(
     part_types: Sequence[str] = ("pcb", "bracket"),
     length_mm: float = 120.0,
     width_mm: float = 80.0,
-) -> list[PartTruth]:
-    """Parts at a fixed pitch, each defective with probability ``defect_rate`` (seeded).
+) -> Iterator[PartTruth]:
+    """An endless stream of parts at a fixed pitch, each defective with probability ``defect_rate``.
 
-    Part ``i`` (ids from 1) starts at ``x0 = first_x0_mm - i * spacing_mm``; by default the first
-    part starts one pitch upstream of the camera, so it reaches the camera at ``spacing / speed``.
-    Only the fields the PLC scores are meaningful (no components): use the conveyor for images.
+    Part ``i`` (ids from 1) starts at ``x0 = first_x0_mm - (i - 1) * spacing_mm``; by default the
+    first part starts one pitch upstream of the camera, so it reaches the camera at
+    ``spacing / speed``. Seeded: the same arguments give the same stream. Only the fields the PLC
+    scores are meaningful (no components): use the conveyor for images.
     """
-    if count < 0:
-        raise ValueError(f"count: expected >= 0, got {count}")
     if not spacing_mm > 0:
         raise ValueError(f"spacing_mm: expected > 0, got {spacing_mm}")
     if not 0 <= defect_rate <= 1:
         raise ValueError(f"defect_rate: expected 0..1, got {defect_rate}")
     rng = random.Random(seed)
     first = -spacing_mm if first_x0_mm is None else first_x0_mm
-    parts = []
-    for i in range(count):
+    for i in itertools.count():
         defects: tuple[DefectTruth, ...] = ()
         if rng.random() < defect_rate:
             kind = rng.choice(DEFECT_KINDS)
             x, y = rng.uniform(-length_mm / 3, length_mm / 3), rng.uniform(-width_mm / 3, width_mm / 3)
             defects = (DefectTruth(kind, (x - 4, y - 4, x + 4, y + 4), detail="periodic_parts"),)
-        parts.append(
-            PartTruth(
-                part_id=i + 1,
-                part_type=part_types[i % len(part_types)],
-                x0_mm=first - i * spacing_mm,
-                y_mm=0.0,
-                length_mm=length_mm,
-                width_mm=width_mm,
-                defects=defects,
-            )
+        yield PartTruth(
+            part_id=i + 1,
+            part_type=part_types[i % len(part_types)],
+            x0_mm=first - i * spacing_mm,
+            y_mm=0.0,
+            length_mm=length_mm,
+            width_mm=width_mm,
+            defects=defects,
         )
-    return parts
+
+
+def periodic_parts(*, count: int, **kwargs: Any) -> list[PartTruth]:
+    """The first ``count`` parts of :func:`iter_periodic_parts` (same keyword arguments)."""
+    if count < 0:
+        raise ValueError(f"count: expected >= 0, got {count}")
+    return list(itertools.islice(iter_periodic_parts(**kwargs), count))
 
 
 def parts_for_duration(geometry: BeltGeometry, duration_s: float, *, spacing_mm: float, **kwargs: Any) -> list[PartTruth]:

@@ -131,7 +131,7 @@ class OpcUaPlcServer:
                 raise PlcPortInUseError("opcua_port", self.port, HOST) from None
             raise
         self._server = server
-        self._publisher = asyncio.create_task(self._publish_forever(), name="vplc-opcua-publisher")
+        self._publisher = asyncio.create_task(self._publish_forever(), name="lineguard-vplc-opcua-publisher")
         if self._pending_plc is not None:
             await self.attach(self._pending_plc)
 

@@ -1,0 +1,489 @@
+"""The virtual PLC's logic, without a protocol: gate, shift register, watchdog, scoring, report.
+
+Everything runs on simulated time (``run_sim``), except one short wall-clock run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from lineguard.runtime.clock import Clock, run_sim
+from lineguard.sim.plc import (
+    AckStatus,
+    HandshakeCommand,
+    Verdict,
+    VirtualPlc,
+    arrival_count,
+    parts_for_duration,
+    periodic_parts,
+)
+from lineguard.sim.plc_cli import register
+from lineguard.sim.truth import BeltGeometry, DefectTruth, PartTruth
+
+GEOMETRY = BeltGeometry(belt_speed_mm_s=400.0, reject_distance_mm=800.0, encoder_counts_per_mm=10.0, gate_window_mm=40.0)
+SCRATCH = (DefectTruth("scratch", (0, 0, 5, 5)),)
+MS = 1_000_000
+
+
+def _part(part_id: int, x0_mm: float, defective: bool = True) -> PartTruth:
+    return PartTruth(part_id, "pcb", x0_mm, 0.0, 120.0, 80.0, SCRATCH if defective else ())
+
+
+def _run(parts, script, *, mode="pulse", heartbeat_timeout_ms=0.0, **kwargs):
+    """Run ``script(plc, clock)`` on the sim clock until every part is scored; return (report, script's result)."""
+
+    async def main():
+        clock = Clock()
+        async with VirtualPlc(GEOMETRY, parts, clock, mode=mode, heartbeat_timeout_ms=heartbeat_timeout_ms, **kwargs) as plc:
+            result = await script(plc, clock)
+            await plc.wait_all_scored()
+        return plc.report(), result
+
+    return run_sim(main)
+
+
+def _capture(plc: VirtualPlc, clock: Clock, part: PartTruth, strobe: int, verdict: int = Verdict.REJECT) -> HandshakeCommand:
+    """What a perfect vision side sends for ``part`` now."""
+    return HandshakeCommand(
+        strobe=strobe,
+        part_id=part.part_id,
+        verdict=verdict,
+        encoder_at_capture=plc.encoder(),
+        position_at_capture_counts=round(part.position_mm(GEOMETRY, clock.now_ns()) * GEOMETRY.encoder_counts_per_mm),
+    )
+
+
+# -- pulse mode ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset_mm", [0.0, 5.0, -5.0, 15.0])
+def test_a_pulse_within_the_window_rejects_the_part_with_its_timing_error(offset_mm):
+    # given one defective part
+    part = _part(1, -100.0)
+
+    async def script(plc, clock):
+        # when the gate fires when the part's centre is offset_mm from the gate
+        await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, GEOMETRY.reject_distance_mm + offset_mm))
+        plc.fire_gate()
+
+    report, _ = _run([part], script)
+    # then it is rejected and the report says how far off the firing was
+    score = report.part(1)
+    assert (score.rejected, score.outcome, score.reject_source) == (True, "correct_reject", "command")
+    assert score.timing_error_mm == pytest.approx(offset_mm, abs=1e-3)
+    assert report.summary.timing_error_max_abs_mm == pytest.approx(abs(offset_mm), abs=1e-3)
+
+
+def test_a_pulse_after_the_part_left_the_window_is_late_and_the_part_escapes():
+    # given a defective part and a firing 100 ms (40 mm) after it passed the gate
+    part = _part(1, -100.0)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(part.t_at_reject_ns(GEOMETRY) + 100 * MS)
+        plc.fire_gate()
+
+    report, _ = _run([part], script)
+    # then the part escaped, with one late command and its timing error
+    score = report.part(1)
+    assert (score.rejected, score.outcome, score.late_commands) == (False, "escape", 1)
+    assert score.timing_error_mm == pytest.approx(40.0, abs=1e-3)
+    assert (report.summary.escapes, report.summary.late_commands, report.summary.misfires) == (1, 1, 1)
+
+
+def test_a_pulse_long_before_the_part_arrives_is_a_misfire_not_a_late_command():
+    # given a defective part and a firing 150 ms (60 mm) before it reaches the gate
+    part = _part(1, -100.0)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(part.t_at_reject_ns(GEOMETRY) - 150 * MS)
+        plc.fire_gate()
+
+    report, _ = _run([part], script)
+    # then the part escaped; the firing missed early
+    assert report.part(1).outcome == "escape"
+    assert report.part(1).timing_error_mm == pytest.approx(-60.0, abs=1e-3)
+    assert (report.summary.misfires, report.summary.late_commands) == (1, 0)
+
+
+def test_a_pulse_rejects_every_part_in_the_window_so_a_good_neighbour_is_a_false_reject():
+    # given a defective part with a good part only 30 mm behind it
+    bad, good = _part(1, -100.0), _part(2, -130.0, defective=False)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(bad.t_at_reject_ns(GEOMETRY))
+        plc.fire_gate()
+
+    report, _ = _run([bad, good], script)
+    # then both went into the reject bin
+    assert report.part(1).outcome == "correct_reject"
+    assert report.part(2).outcome == "false_reject"
+    assert report.part(2).timing_error_mm == pytest.approx(-30.0, abs=1e-3)
+
+
+def test_gate_active_follows_the_pulse_length():
+    async def script(plc, clock):
+        plc.fire_gate()
+        during = plc.status().gate_active
+        await clock.sleep_until_ns(clock.now_ns() + 60 * MS)
+        return during, plc.status().gate_active
+
+    # given a 50 ms gate pulse, when it fires, then the gate is active during it and not 60 ms later
+    _, (during, after) = _run([_part(1, -100.0)], script, gate_pulse_ms=50)
+    assert (during, after) == (True, False)
+
+
+# -- handshake mode -------------------------------------------------------------------------------
+
+
+def test_a_handshake_command_is_acked_and_the_shift_register_fires_at_the_arrival_count():
+    # given a defective part captured 50 mm past the camera axis
+    part = _part(7, -200.0)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, 50.0))
+        command = _capture(plc, clock, part, strobe=1)
+        # when the vision side strobes its reject verdict
+        ack = plc.strobe(command)
+        return command, ack, plc.status().shift_register_depth
+
+    report, (command, ack, depth) = _run([part], script, mode="handshake")
+    # then the PLC acks it with the arrival count of docs/plc-map.md, holds it, and rejects the part on time
+    assert (ack.strobe, ack.part_id, ack.status) == (1, 7, AckStatus.ACCEPTED)
+    assert ack.arrival_count == command.encoder_at_capture + 8000 - command.position_at_capture_counts
+    assert ack.arrival_count == part.encoder_at_reject(GEOMETRY)
+    assert depth == 1
+    assert report.part(7).outcome == "correct_reject"
+    assert abs(report.part(7).timing_error_mm) < 0.1
+
+
+def test_a_pass_verdict_does_not_fire_the_gate():
+    part = _part(1, -200.0, defective=False)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, 0.0))
+        return plc.strobe(_capture(plc, clock, part, strobe=1, verdict=Verdict.PASS))
+
+    # given a good part with a pass verdict, then it is acked and passes
+    report, ack = _run([part], script, mode="handshake")
+    assert ack.status is AckStatus.ACCEPTED
+    assert report.part(1).outcome == "correct_pass"
+    assert report.summary.misfires == 0
+
+
+def test_a_handshake_command_for_a_part_past_the_gate_is_late():
+    # given a defective part whose centre passed the gate 10 mm ago
+    part = _part(1, -200.0)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, GEOMETRY.reject_distance_mm + 10.0))
+        # when its reject command arrives now
+        return plc.strobe(_capture(plc, clock, part, strobe=1))
+
+    report, ack = _run([part], script, mode="handshake")
+    # then the ack says late, nothing fires, and the part escaped with one late command
+    assert ack.status is AckStatus.LATE
+    assert (report.part(1).outcome, report.part(1).late_commands) == ("escape", 1)
+    assert report.summary.late_commands == 1
+
+
+def test_an_invalid_verdict_is_taken_as_reject():
+    part = _part(1, -200.0, defective=False)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, 0.0))
+        return plc.strobe(_capture(plc, clock, part, strobe=1, verdict=0))
+
+    # given a verdict word of 0, then the PLC acks "invalid verdict" and rejects the part (fail safe)
+    report, ack = _run([part], script, mode="handshake")
+    assert ack.status is AckStatus.INVALID_VERDICT
+    assert report.part(1).rejected
+
+
+def test_the_same_strobe_twice_is_one_command():
+    part = _part(1, -200.0)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, 0.0))
+        first = plc.strobe(_capture(plc, clock, part, strobe=5))
+        again = plc.strobe(_capture(plc, clock, part, strobe=5))
+        return first, again, plc.status().shift_register_depth
+
+    # given a command strobed twice with the same value (a retry), then it is taken once
+    report, (first, again, depth) = _run([part], script, mode="handshake")
+    assert again == first and depth == 1
+    assert [c.kind for c in report.commands] == ["handshake"]
+
+
+def test_a_full_shift_register_refuses_commands():
+    parts = [_part(i, -200.0 - 260 * i) for i in range(1, 4)]
+
+    async def script(plc, clock):
+        return [plc.strobe(_capture(plc, clock, p, strobe=i)) for i, p in enumerate(parts, start=1)]
+
+    # given a shift register of 2 entries, when 3 commands arrive before any part reaches the gate
+    report, acks = _run(parts, script, mode="handshake", shift_register_size=2)
+    # then the third is refused and its part escapes
+    assert [a.status for a in acks] == [AckStatus.ACCEPTED, AckStatus.ACCEPTED, AckStatus.SHIFT_REGISTER_FULL]
+    assert [report.part(p.part_id).outcome for p in parts] == ["correct_reject", "correct_reject", "escape"]
+    assert report.summary.refused_commands == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    speed=st.floats(100, 2000),
+    reject_distance=st.floats(200, 2000),
+    counts_per_mm=st.sampled_from([1.0, 4.0, 10.0, 25.0]),
+    capture_mm=st.floats(-100, 100),
+    x0=st.floats(-500, -150),
+)
+def test_the_shift_register_fires_within_rounding_of_the_counts_for_any_geometry(speed, reject_distance, counts_per_mm, capture_mm, x0):
+    # given any belt and a part captured anywhere in the image
+    geometry = BeltGeometry(speed, reject_distance, counts_per_mm, gate_window_mm=40.0)
+    part = _part(1, x0)
+
+    async def main():
+        clock = Clock()
+        async with VirtualPlc(geometry, [part], clock, mode="handshake", heartbeat_timeout_ms=0) as plc:
+            await clock.sleep_until_ns(part.t_at_position_ns(geometry, capture_mm))
+            encoder = plc.encoder()
+            position = round(part.position_mm(geometry, clock.now_ns()) * counts_per_mm)
+            plc.strobe(HandshakeCommand(1, 1, Verdict.REJECT, encoder, position))
+            await plc.wait_all_scored()
+        return plc.report()
+
+    # when a perfect vision side sends its verdict, then the part is rejected within 1.5 encoder counts
+    # (the encoder at capture, the position and the PLC's reject distance are whole counts: ±0.5 each)
+    score = run_sim(main).part(1)
+    assert score.rejected
+    assert abs(score.timing_error_mm) <= 1.5 / counts_per_mm + 1e-6
+
+
+# -- heartbeat watchdog ------------------------------------------------------------------------
+
+
+def test_without_heartbeat_every_part_is_rejected_until_it_comes_back():
+    # given good parts at 260 mm pitch and a watchdog of 300 ms, and no heartbeat until t = 5 s
+    parts = periodic_parts(count=10, spacing_mm=260.0, defect_rate=0.0)
+    resume_ns = 5_000_000_000
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(resume_ns)
+        plc.write_heartbeat(1)  # heartbeats come back ...
+        for beat in range(2, 100):  # ... and keep coming
+            await clock.sleep(0.1)
+            plc.write_heartbeat(beat)
+
+    report, _ = _run(parts, script, heartbeat_timeout_ms=300)
+    # then every part reaching the gate before 5 s was rejected by the fail-safe, and none after
+    for score in report.parts:
+        if score.t_at_reject_ns < resume_ns:
+            assert (score.rejected, score.fail_safe, score.outcome) == (True, True, "false_reject")
+        else:
+            assert (score.rejected, score.outcome) == (False, "correct_pass")
+    assert report.summary.fail_safe_episodes == 1
+    assert report.summary.fail_safe_rejects == sum(p.t_at_reject_ns(GEOMETRY) < resume_ns for p in parts) > 0
+
+
+def test_a_repeated_heartbeat_value_is_no_heartbeat():
+    async def script(plc, clock):
+        plc.write_heartbeat(7)
+        for _ in range(5):
+            await clock.sleep(0.1)
+            plc.write_heartbeat(7)  # stuck value
+        return plc.status().fail_safe
+
+    # given a heartbeat word that stops changing, then the watchdog trips
+    _, fail_safe = _run([_part(1, -100.0)], script, heartbeat_timeout_ms=300)
+    assert fail_safe
+
+
+# -- commands in the wrong mode, parameters -------------------------------------------------------
+
+
+def test_commands_of_the_other_mode_are_refused_with_a_clear_error():
+    async def main():
+        clock = Clock()
+        async with VirtualPlc(GEOMETRY, [], clock, mode="handshake") as plc:
+            plc.fire_gate()
+
+    with pytest.raises(PermissionError, match="fire_gate is a pulse-mode command; this PLC runs in handshake mode"):
+        run_sim(main)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "burst"}, r"mode: expected one of \('pulse', 'handshake'\), got 'burst'"),
+        ({"heartbeat_timeout_ms": -1}, r"heartbeat_timeout_ms: expected >= 0"),
+        ({"gate_pulse_ms": 0}, r"gate_pulse_ms: expected > 0"),
+        ({"shift_register_size": 0}, r"shift_register_size: expected >= 1"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(kwargs, message):
+    async def main():
+        VirtualPlc(GEOMETRY, [], Clock(), **kwargs)
+
+    with pytest.raises(ValueError, match=message):
+        run_sim(main)
+
+
+def test_duplicate_part_ids_are_refused():
+    async def main():
+        VirtualPlc(GEOMETRY, [_part(1, -100.0), _part(1, -300.0)], Clock())
+
+    with pytest.raises(ValueError, match="part_id 1 appears twice"):
+        run_sim(main)
+
+
+# -- parts, streaming, report -----------------------------------------------------------------
+
+
+def test_parts_added_while_running_are_scored():
+    async def script(plc, clock):
+        late_part = _part(2, -100.0 - GEOMETRY.travel_mm(clock.now_ns()) - 50)
+        await clock.sleep(1.0)
+        plc.add_parts([late_part])
+        await clock.sleep_until_ns(late_part.t_at_reject_ns(GEOMETRY))
+        plc.fire_gate()
+
+    # given a line with one part, when the conveyor adds another one a second later
+    report, _ = _run([_part(1, -100.0, defective=False)], script)
+    # then both are scored, the late one as commanded
+    assert [(p.part_id, p.outcome) for p in report.parts] == [(1, "correct_pass"), (2, "correct_reject")]
+
+
+def test_periodic_parts_are_seeded_and_evenly_spaced():
+    a = periodic_parts(count=50, spacing_mm=200.0, defect_rate=0.3, seed=4)
+    assert a == periodic_parts(count=50, spacing_mm=200.0, defect_rate=0.3, seed=4)
+    assert a != periodic_parts(count=50, spacing_mm=200.0, defect_rate=0.3, seed=5)
+    assert [p.part_id for p in a] == list(range(1, 51))
+    assert {round(p.x0_mm - q.x0_mm, 6) for p, q in zip(a, a[1:])} == {200.0}
+    assert 5 < sum(p.defective for p in a) < 25
+    # and parts_for_duration makes just enough to reach the gate in time
+    parts = parts_for_duration(GEOMETRY, 10.0, spacing_mm=200.0)
+    assert all(p.t_at_reject_ns(GEOMETRY) <= 10_000_000_000 for p in parts)
+    assert len(parts) == 16
+
+
+def test_arrival_count_formula():
+    # given the docs' example: encoder 12345 at capture, centre 12.3 mm past the camera axis
+    assert arrival_count(GEOMETRY, 12345, 123) == 20222
+
+
+def test_the_report_is_json_and_a_table_that_show_the_escapes():
+    # given a run with one escape and one correct reject
+    parts = [_part(1, -100.0), _part(2, -400.0)]
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(parts[0].t_at_reject_ns(GEOMETRY))
+        plc.fire_gate()
+
+    report, _ = _run(parts, script)
+    # when it is written as JSON, then it holds the summary, every part and every command
+    data = json.loads(report.to_json())
+    assert data["summary"]["escapes"] == 1 and data["summary"]["correct_rejects"] == 1
+    assert [(p["part_id"], p["outcome"]) for p in data["parts"]] == [(1, "correct_reject"), (2, "escape")]
+    assert data["commands"][0]["kind"] == "pulse" and data["commands"][0]["target_part_id"] == 1
+    assert data["geometry"]["reject_distance_mm"] == 800.0
+    # and as tables, one row per part plus the summary
+    out = io.StringIO()
+    Console(file=out, width=120).print(report)
+    text = out.getvalue()
+    assert "correct_reject" in text and "escape" in text
+    assert "escapes (defective passed)" in text
+
+
+def test_parts_still_upstream_are_pending_in_the_report():
+    async def main():
+        clock = Clock()
+        parts = [_part(1, -100.0), _part(2, -2000.0)]
+        async with VirtualPlc(GEOMETRY, parts, clock, heartbeat_timeout_ms=0) as plc:
+            await clock.sleep(3.0)  # part 1 is past the gate, part 2 is not
+        return plc.report()
+
+    report = run_sim(main)
+    assert (report.summary.parts, report.summary.pending) == (1, 1)
+    assert [p.part_id for p in report.parts] == [1]
+
+
+# -- wall clock --------------------------------------------------------------------------------
+
+
+async def test_on_a_wall_clock_loop_a_pulse_at_arrival_rejects_the_part():
+    # given a fast belt on real time: parts reach the gate within half a second
+    geometry = BeltGeometry(belt_speed_mm_s=1000.0, reject_distance_mm=150.0, gate_window_mm=40.0)
+    parts = [PartTruth(i, "pcb", -100.0 * i, 0.0, 60.0, 40.0, SCRATCH if i % 2 else ()) for i in (1, 2, 3)]
+    clock = Clock()
+    async with VirtualPlc(geometry, parts, clock, heartbeat_timeout_ms=0, gate_pulse_ms=10) as plc:
+        # when the vision side fires at each defective part's arrival time
+        for part in parts:
+            if part.defective:
+                await clock.sleep_until_ns(part.t_at_reject_ns(geometry))
+                plc.fire_gate()
+        await plc.wait_all_scored()
+    report = plc.report()
+    # then the defective parts were rejected (timer jitter of a few ms is a few mm at 1 m/s)
+    assert [p.outcome for p in report.parts] == ["correct_reject", "correct_pass", "correct_reject"]
+    assert report.summary.timing_error_max_abs_mm < 20.0
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="lineguard sim")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["plc", *argv])
+    return args.func(args)
+
+
+def test_cli_port_in_use_is_a_usage_error_naming_the_option(busy_port, capsys):
+    # given a port something else listens on, when the PLC is asked to serve Modbus there
+    code = _cli("--modbus-port", str(busy_port), "--duration-s", "1")
+    # then it refuses with exit code 2 and names the option and the port
+    assert code == 2
+    assert f"error: --modbus-port {busy_port} is already in use on 127.0.0.1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ((), "give --modbus-port and/or --opcua-port"),
+        (("--modbus-port", "0", "--belt-speed-mm-s", "0"), "--belt-speed-mm-s: expected > 0"),
+        (("--modbus-port", "0", "--defect-rate", "2"), "--defect-rate: expected 0..1"),
+        (("--modbus-port", "0", "--parts-out", "x.json"), "--parts-out needs --duration-s"),
+        (("--opcua-port", "0",), "--opcua-port: expected a port number, got 0"),
+    ],
+)
+def test_cli_bad_arguments_name_the_option(argv, message, capsys):
+    assert _cli(*argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_runs_both_servers_standalone_and_prints_the_report(tmp_path, capsys, pick_free_port):
+    # given a fast belt so that parts reach the gate within the run, and no vision side at all
+    parts_file = tmp_path / "parts.json"
+    code = _cli(
+        "--modbus-port", "0", "--opcua-port", str(pick_free_port()), "--mode", "pulse",
+        "--belt-speed-mm-s", "2000", "--reject-distance-mm", "100", "--part-spacing-mm", "100",
+        "--defect-rate", "0.5", "--seed", "2", "--heartbeat-timeout-ms", "0",
+        "--duration-s", "0.4", "--json", "--parts-out", str(parts_file),
+    )
+    out, err = capsys.readouterr()
+    # then it said where it listened, wrote the truth, and scored the parts that reached the gate
+    assert code == 0
+    assert "Modbus TCP 127.0.0.1:" in err and "OPC UA opc.tcp://127.0.0.1:" in err
+    truth = json.loads(parts_file.read_text())
+    report = json.loads(out)
+    assert report["mode"] == "pulse" and report["summary"]["parts"] >= 2
+    scored = {p["part_id"]: p for p in report["parts"]}
+    for part in truth:
+        if part["part_id"] in scored:
+            assert scored[part["part_id"]]["outcome"] == ("escape" if part["defective"] else "correct_pass")
