@@ -100,8 +100,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         server, _thread = metrics.serve(args.metrics_port)
         print(f"metrics: http://127.0.0.1:{server.server_port}/metrics", file=sys.stderr)
+
+    def on_start(executor) -> None:
+        # Printed once Ctrl-C is handled by the graph (stop sources, drain, close every node).
+        print(f"running {path} on the {clock} clock ({len(graph.nodes)} nodes); Ctrl-C stops and drains", file=sys.stderr, flush=True)
+
     try:
-        report = run_graph_sync(graph, clock, handle_signals=True, max_frames=args.max_frames, metrics=metrics)
+        report = run_graph_sync(graph, clock, handle_signals=True, on_start=on_start, max_frames=args.max_frames, metrics=metrics)
     except NodeFailure as exc:
         print(f"error: {exc}", file=sys.stderr)
         print("the graph was stopped and every node closed", file=sys.stderr)

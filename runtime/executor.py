@@ -184,6 +184,7 @@ class Executor:
             for nid in self.graph.order:  # open everything before anything flows
                 rt = self.runtimes[nid]
                 rt.node = self._make(rt)
+                opened.append(rt)  # closed at the end even if open() fails half way
                 try:
                     await rt.node.open()
                 except Exception as exc:
@@ -191,7 +192,6 @@ class Executor:
                     rt.errors += 1
                     raise NodeFailure(rt.id, rt.type_id, None, exc) from exc
                 rt.state = "open"
-                opened.append(rt)
             tasks = {asyncio.create_task(self._run_node(rt), name=f"lineguard-node-{rt.id}"): rt for rt in opened}
             pending: set[asyncio.Task[None]] = set(tasks)
             failure: BaseException | None = None

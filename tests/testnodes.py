@@ -141,7 +141,7 @@ class Memory(Node):
 
     async def process(self, port, envelope):
         await self.ctx.clock.sleep(self.params["delay_s"])
-        COLLECTED["memory"].append(tracemalloc.get_traced_memory()[0])
+        COLLECTED["memory"].append((envelope.t_capture_ns, tracemalloc.get_traced_memory()[0]))
 
 
 class Letters(Node):
