@@ -569,7 +569,7 @@ class VirtualPlc:
                 state.late_commands += 1
         if status in (AckStatus.ACCEPTED, AckStatus.INVALID_VERDICT):
             entry = _ShiftEntry(command.strobe, command.part_id, verdict, arrival, target_index=target)
-            assert self._loop is not None, "VirtualPlc.strobe: start the PLC first"
+            assert self._loop is not None
             entry.handle = self._loop.call_later(max(0.0, (t_arrive - now) / NS_PER_S), self._shift_out, entry)
             self._shift_register.append(entry)
         ack = HandshakeAck(command.strobe, command.part_id, status, arrival)
@@ -641,6 +641,8 @@ class VirtualPlc:
 
     # -- internals: gate -----------------------------------------------------------------------
     def _require_mode(self, mode: str, what: str) -> None:
+        if self._loop is None:
+            raise RuntimeError(f"VirtualPlc.{what}: start the PLC first (async with VirtualPlc(...) as plc)")
         if self.mode != mode:
             raise PermissionError(f"{what} is a {mode}-mode command; this PLC runs in {self.mode} mode")
 

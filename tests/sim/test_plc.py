@@ -317,6 +317,12 @@ def test_commands_of_the_other_mode_are_refused_with_a_clear_error():
         run_sim(main)
 
 
+def test_commands_before_start_say_to_start_the_plc():
+    plc = VirtualPlc(GEOMETRY, [], clock=None)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="VirtualPlc.fire_gate: start the PLC first"):
+        plc.fire_gate()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
