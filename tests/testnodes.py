@@ -122,7 +122,7 @@ class Collect(Node):
             await self.ctx.clock.sleep(self.params["delay_s"])
         payload = envelope.payload
         if isinstance(payload, np.ndarray):
-            payload = ("array", payload.nbytes, int(payload[0]) if payload.size else None)
+            payload = ("array", payload.shape, int(payload.flat[0]) if payload.size else None)
         COLLECTED[self.params["key"]].append((envelope.frame_id, envelope.t_capture_ns, payload, self.ctx.clock.now_ns()))
 
     async def flush(self):
