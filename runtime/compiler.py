@@ -19,7 +19,7 @@ import networkx as nx
 from lineguard.runtime import schema as schemas
 from lineguard.runtime.errors import Diagnostic, Mark, RecipeError
 from lineguard.runtime.loader import JsonPath, LoadedDocument, load_file, parse_scalar
-from lineguard.runtime.node import ANY_KIND, Node
+from lineguard.runtime.node import ANY_KIND, QUEUE_POLICIES, Node
 from lineguard.runtime.registry import Registry, default_registry
 
 
@@ -231,7 +231,9 @@ def compile_document(doc: LoadedDocument, registry: Registry | None = None) -> C
                     continue
                 queue = entry.get("queue", in_port.queue) if isinstance(entry, dict) else in_port.queue
                 policy = entry.get("policy", in_port.policy) if isinstance(entry, dict) else in_port.policy
-                wires.append(Wire(src, src_port, nid, port, out_kind, int(queue), str(policy), doc.source.value(epath)))
+                if type(queue) is not int or queue < 1 or policy not in QUEUE_POLICIES:
+                    continue  # reported by the recipe schema
+                wires.append(Wire(src, src_port, nid, port, out_kind, queue, policy, doc.source.value(epath)))
         for port, in_port in cls.inputs.items():
             if in_port.required and port not in inputs:
                 c.error(base, f"expected a wire into required input '{port}' (kind '{in_port.kind}'), got none", at_key=True, node=nid, port=port)

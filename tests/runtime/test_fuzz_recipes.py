@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,9 @@ nodes:
 """
 
 REGISTRY = test_registry()
+# Seeded by default, so a run is repeatable; LINEGUARD_FUZZ_EXAMPLES=20000 explores new ground.
+FUZZ_EXAMPLES = int(os.environ.get("LINEGUARD_FUZZ_EXAMPLES", "300"))
+DERANDOMIZE = "LINEGUARD_FUZZ_EXAMPLES" not in os.environ
 
 
 def compiles_or_reports(text: str) -> None:
@@ -34,7 +39,7 @@ def compiles_or_reports(text: str) -> None:
         assert isinstance(graph, CompiledGraph)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.sampled_from(["del", "ins", "rep"]), st.sampled_from(list(" :{}[],-.'\"#&*!|>\n\tabcxyz0123_@<"))), min_size=1, max_size=6))
 def test_mutated_recipe_text_only_gives_compile_errors(edits):
     text = list(GOOD)
@@ -66,7 +71,7 @@ nodes = st.dictionaries(
 recipes = st.fixed_dictionaries({"version": st.one_of(st.just(1), scalars), "nodes": st.one_of(nodes, values)}, optional={"line": values, "clock": st.one_of(st.sampled_from(["sim", "wall"]), scalars)})
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow])
 @given(recipes)
 def test_random_recipe_structures_only_give_compile_errors(recipe):
     compiles_or_reports(yaml.safe_dump(recipe, allow_unicode=True))
