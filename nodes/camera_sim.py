@@ -71,6 +71,9 @@ class SimCamera(Node):
 
         self.scenario = scenario_for(self.params, self.ctx.line)
         self.conveyor = Conveyor(self.scenario)
+        # Warm up (belt tiles, the first sprites) before the clock starts, as a camera settles
+        # before a line starts; otherwise the first frames of a wall-clock run come late.
+        await self.ctx.clock.run_in_thread(self.conveyor.render, 0)
 
     async def run(self) -> None:
         conveyor, clock = self.conveyor, self.ctx.clock

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
+import cv2
 
 from lineguard.runtime.envelope import Envelope
 from lineguard.runtime.node import InPort, Node, OutPort
@@ -51,6 +51,7 @@ class ImageStats(Node):
         roi = self.params.get("roi")
         if roi is not None:
             image = image[roi[1] : roi[3], roi[0] : roi[2]]
-        grey = image.mean(axis=2) if image.ndim == 3 else image
-        stats = {"mean": float(grey.mean()), "std": float(grey.std())}
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        mean, std = cv2.meanStdDev(grey)
+        stats = {"mean": float(mean[0, 0]), "std": float(std[0, 0])}
         await self.ctx.emit("stats", envelope.derive(stats))

@@ -266,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench_runtime)
 
+    b = bench.add_parser("renderer", help="simulated conveyor FPS on one core", description="Render the simulated conveyor at 640×480 and 1280×720 with blur and tilt on, on one core; FPS and ratio to a plain resize+copy in the same process. Targets: ≥ 120 and ≥ 60 FPS.")
+    b.add_argument("--frames", type=int, default=300)
+    b.add_argument("--scenario", default="shift")
+    b.set_defaults(func=lambda a: __import__("lineguard.sim.render_bench", fromlist=["main"]).main(["--frames", str(a.frames), "--scenario", a.scenario]))
+
     _add_sim_commands(sub, fmt)
     return parser
 

@@ -98,6 +98,10 @@ class Clock:
         self._loop = loop or asyncio.get_running_loop()
         self._origin_s = self._loop.time()
 
+    def restart(self) -> None:
+        """Make now time 0 (the executor does this when data starts to flow, after every node opened)."""
+        self._origin_s = self._loop.time()
+
     @property
     def kind(self) -> str:
         return "sim" if isinstance(self._loop, SimEventLoop) else "wall"

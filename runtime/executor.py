@@ -192,6 +192,7 @@ class Executor:
                     rt.errors += 1
                     raise NodeFailure(rt.id, rt.type_id, None, exc) from exc
                 rt.state = "open"
+            self.clock.restart()  # time 0 = the moment data starts to flow
             tasks = {asyncio.create_task(self._run_node(rt), name=f"lineguard-node-{rt.id}"): rt for rt in opened}
             pending: set[asyncio.Task[None]] = set(tasks)
             failure: BaseException | None = None

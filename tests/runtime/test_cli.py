@@ -25,6 +25,22 @@ BROKEN = textwrap.dedent("""\
 """)
 
 
+PATTERN = textwrap.dedent("""\
+    version: 1
+    nodes:
+      cam: {type: camera.pattern, params: {fps: 30, frames: 60}}
+      stats: {type: image.stats, in: {image: cam.image}}
+      log: {type: record.jsonl, params: {path: out/stats.jsonl}, in: {items: [stats.stats]}}
+""")
+
+
+@pytest.fixture
+def pattern_recipe(tmp_path) -> Path:
+    path = tmp_path / "pattern_line.yaml"
+    path.write_text(PATTERN)
+    return path
+
+
 @pytest.fixture
 def broken_recipe(tmp_path) -> Path:
     path = tmp_path / "broken.yaml"
@@ -52,15 +68,15 @@ def test_validate_json_is_for_scripts(broken_recipe, capsys):
     assert (first["line"], first["col"], first["node"], first["param"]) == (3, 45, "cam", "fps")
 
 
-def test_validate_set_overrides_a_param(broken_recipe, capsys):
-    assert main(["validate", "sim_line", "--set", "cam.fps=-3"]) == 1
+def test_validate_set_overrides_a_param(pattern_recipe, capsys):
+    assert main(["validate", str(pattern_recipe), "--set", "cam.fps=-3"]) == 1
     assert "--set cam.fps=-3:1:9: node 'cam' param 'fps': expected a value > 0, got -3" in capsys.readouterr().err
 
 
-def test_graph_prints_dot(capsys):
-    assert main(["graph", "sim_line", "--dot"]) == 0
+def test_graph_prints_dot(pattern_recipe, capsys):
+    assert main(["graph", str(pattern_recipe), "--dot"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith('digraph "sim_line"') and '"cam" -> "stats"' in out
+    assert out.startswith('digraph "pattern_line"') and '"cam" -> "stats"' in out
 
 
 def test_nodes_lists_ports_params_and_examples(capsys):
@@ -83,8 +99,8 @@ def test_nodes_schema_lets_an_editor_check_params(tmp_path, capsys):
     assert "'fast' is not of type 'number'" in messages
 
 
-def test_run_on_the_sim_clock_prints_a_summary(tmp_path, capsys):
-    assert main(["run", "sim_line", "--clock", "sim", "--max-frames", "20", "--set", f"log.path={tmp_path}/s.jsonl", "--json"]) == 0
+def test_run_on_the_sim_clock_prints_a_summary(pattern_recipe, tmp_path, capsys):
+    assert main(["run", str(pattern_recipe), "--clock", "sim", "--max-frames", "20", "--set", f"log.path={tmp_path}/s.jsonl", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "completed" and report["clock"] == "sim"
     assert next(n for n in report["nodes"] if n["node"] == "cam")["out"] == {"image": 20}
@@ -113,7 +129,7 @@ def test_sigint_stops_a_live_run_cleanly_with_metrics_served(tmp_path):
           log: {{type: record.jsonl, params: {{path: {tmp_path}/stats.jsonl}}, in: {{items: [stats.stats]}}}}
     """))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lineguard", "run", str(recipe), "--clock", "wall", "--metrics-port", "0", "--json"],
+        [sys.executable, "-m", "lineguard", "--log-format", "json", "run", str(recipe), "--clock", "wall", "--metrics-port", "0", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -136,4 +152,6 @@ def test_sigint_stops_a_live_run_cleanly_with_metrics_served(tmp_path):
     report = json.loads(out)
     assert report["status"] == "stopped"
     assert {n["node"]: n["state"] for n in report["nodes"]} == {"cam": "closed", "stats": "closed", "log": "closed"}
-    assert "SIGINT received" in err
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    stopping = next(r for r in logs if "SIGINT received" in r["message"])
+    assert stopping["level"] == "info" and stopping["logger"] == "lineguard.executor"
