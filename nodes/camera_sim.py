@@ -35,7 +35,9 @@ class SimCamera(Node):
     The belt speed, encoder scale and mm per pixel come from the recipe's ``line`` section. Like a
     real camera it does not wait for a slow pipeline: a frame whose time has passed by more than
     one frame period is skipped and counted (``dropped: downstream_slow``), unless
-    ``skip_late_frames: false``. The stream ends when the last part has left the image.
+    ``skip_late_frames: false``. The stream ends when the last part has left the image. The
+    optional ``truth`` output carries each frame's ground truth (boxes, classes, part ids), for
+    scoring and for a perfect-detector stand-in.
 
     Example:
         cam:
@@ -45,7 +47,10 @@ class SimCamera(Node):
 
     type_name = "camera.sim"
     version = 1
-    outputs = {"image": OutPort("image", "BGR uint8 frames, read-only")}
+    outputs = {
+        "image": OutPort("image", "BGR uint8 frames, read-only"),
+        "truth": OutPort("frame_truth", "what each frame really shows (lineguard.sim.truth.FrameTruth)", optional=True),
+    }
     params_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -93,5 +98,8 @@ class SimCamera(Node):
             await clock.sleep_until_ns(t_ns)
             image = await clock.run_in_thread(conveyor.render, i)
             image.flags.writeable = False
-            await self.ctx.emit("image", Envelope(i, t_ns, image, conveyor.encoder_at_frame(i)))
+            envelope = Envelope(i, t_ns, image, conveyor.encoder_at_frame(i))
+            await self.ctx.emit("image", envelope)
+            if self.ctx.is_wired("truth"):
+                await self.ctx.emit("truth", envelope.derive(conveyor.frame_truth(i)))
             i += 1

@@ -255,8 +255,8 @@ def compile_document(doc: LoadedDocument, registry: Registry | None = None) -> C
     # 5. Warnings: outputs nobody reads.
     used = {(w.src_node, w.src_port) for w in wires}
     for nid, cls in classes.items():
-        for port in cls.outputs:
-            if (nid, port) not in used:
+        for port, out_port in cls.outputs.items():
+            if (nid, port) not in used and not out_port.optional:
                 c.warn(("nodes", nid), f"output '{port}' ({cls.outputs[port].kind}) is not wired to anything", node=nid, port=port)
 
     if c.errors:

@@ -63,6 +63,9 @@ class _Emitter:
         if rt.is_source:
             rt.emitted_frames += 1
 
+    def is_wired(self, port: str) -> bool:
+        return bool(self.outputs.get(port))
+
     def count_drop(self, reason: str, n: int = 1) -> None:
         self.rt.node_drops[reason] = self.rt.node_drops.get(reason, 0) + n
 

@@ -46,8 +46,12 @@ class InPort:
 
 @dataclass(frozen=True)
 class OutPort:
+    """An output port. ``optional`` outputs (side information such as ground truth) raise no
+    warning when nothing is wired to them."""
+
     kind: str
     doc: str = ""
+    optional: bool = False
 
 
 class NodeContext:
@@ -63,6 +67,10 @@ class NodeContext:
     async def emit(self, port: str, envelope: Envelope) -> None:
         """Send ``envelope`` on output ``port`` to every wired input (may wait under ``block``)."""
         await self._emitter.emit(port, envelope)
+
+    def is_wired(self, port: str) -> bool:
+        """Whether anything reads output ``port`` (skip computing what nobody reads)."""
+        return self._emitter.is_wired(port)
 
     def count_drop(self, reason: str, n: int = 1) -> None:
         """Count items a node itself discarded (e.g. a camera skipping frames it could not deliver)."""
