@@ -50,6 +50,18 @@ def _registry():
     return default_registry()
 
 
+def compile_recipe_arg(recipe: str, overrides: Sequence[str] | None):
+    """Compile a recipe named on the command line; print every error and return None if invalid."""
+    from lineguard.runtime.compiler import compile_file
+
+    with recipe_path(recipe) as path:
+        try:
+            return compile_file(path, _registry(), overrides or ())
+        except RecipeError as exc:
+            print(str(exc), file=sys.stderr)
+            return None
+
+
 # -- validate ---------------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
     from lineguard.runtime.compiler import compile_file
@@ -81,17 +93,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # -- run ------------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from lineguard.runtime.compiler import compile_file
     from lineguard.runtime.executor import run_graph_sync
     from lineguard.runtime.metrics import GraphMetrics
     from lineguard.runtime.report import print_report
 
-    with recipe_path(args.recipe) as path:
-        try:
-            graph = compile_file(path, _registry(), args.set or ())
-        except RecipeError as exc:
-            print(str(exc), file=sys.stderr)
-            return EXIT_INVALID
+    graph = compile_recipe_arg(args.recipe, args.set)
+    if graph is None:
+        return EXIT_INVALID
     for warning in graph.warnings:
         print(str(warning), file=sys.stderr)
     clock = args.clock or graph.clock
@@ -103,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def on_start(executor) -> None:
         # Printed once Ctrl-C is handled by the graph (stop sources, drain, close every node).
-        print(f"running {path} on the {clock} clock ({len(graph.nodes)} nodes); Ctrl-C stops and drains", file=sys.stderr, flush=True)
+        print(f"running {graph.file} on the {clock} clock ({len(graph.nodes)} nodes); Ctrl-C stops and drains", file=sys.stderr, flush=True)
 
     try:
         report = run_graph_sync(graph, clock, handle_signals=True, on_start=on_start, max_frames=args.max_frames, metrics=metrics)
@@ -127,14 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # -- graph ----------------------------------------------------------------------------------------
 def cmd_graph(args: argparse.Namespace) -> int:
-    from lineguard.runtime.compiler import compile_file
-
-    with recipe_path(args.recipe) as path:
-        try:
-            graph = compile_file(path, _registry(), args.set or ())
-        except RecipeError as exc:
-            print(str(exc), file=sys.stderr)
-            return EXIT_INVALID
+    graph = compile_recipe_arg(args.recipe, args.set)
+    if graph is None:
+        return EXIT_INVALID
     if args.dot:
         print(graph.to_dot())
     elif args.json:
