@@ -41,13 +41,14 @@ class _EndOfStream(Exception):
 
 
 class _Emitter:
-    __slots__ = ("rt", "outputs", "max_frames", "executor")
+    __slots__ = ("rt", "outputs", "max_frames", "executor", "taps")
 
     def __init__(self, rt: "NodeRuntime", outputs: Mapping[str, list[Edge]], max_frames: int | None, executor: "Executor") -> None:
         self.rt = rt
         self.outputs = outputs
         self.max_frames = max_frames
         self.executor = executor
+        self.taps = {port: fn for key, fn in executor.taps.items() for node, _, port in [key.partition(".")] if node == rt.id}
 
     async def emit(self, port: str, envelope: Envelope) -> None:
         rt = self.rt
@@ -60,6 +61,10 @@ class _Emitter:
         for edge in edges:
             await edge.put(envelope)
         rt.envelopes_out[port] += 1
+        if self.taps:
+            tap = self.taps.get(port)
+            if tap is not None:
+                tap(envelope)
         if rt.is_source:
             rt.emitted_frames += 1
 
@@ -134,8 +139,16 @@ class Executor:
         metrics: GraphMetrics | None = None,
         drain_timeout_s: float = 30.0,
         node_factory: Callable[[CompiledNode, NodeContext], Node] | None = None,
+        taps: Mapping[str, Callable[[Envelope], None]] | None = None,
     ) -> None:
+        """``taps`` maps ``"node.port"`` to a function called with every envelope emitted there
+        (after it was delivered): how scorers and monitors watch a graph without changing it."""
         self.graph = graph
+        self.taps = dict(taps or {})
+        for key in self.taps:
+            node, _, port = key.partition(".")
+            if node not in graph.nodes or port not in graph.nodes[node].cls.outputs:
+                raise ValueError(f"tap '{key}': expected NODE.OUTPUT of this graph")
         self.max_frames = max_frames
         self.metrics = metrics or GraphMetrics()
         self.drain_timeout_s = drain_timeout_s

@@ -244,3 +244,19 @@ def test_metrics_count_envelopes_drops_and_processing_time():
     assert float(dropped.split()[-1]) > 10
     assert 'lineguard_node_process_seconds_count{node="sink"}' in text
     assert 'lineguard_edge_queue_capacity{edge="src.out->slow.in",policy="drop_oldest"} 2.0' in text
+
+
+def test_a_tap_sees_every_envelope_an_output_emits_without_changing_the_graph():
+    seen = []
+    report = run_graph_sync(graph_of("""
+    version: 1
+    nodes:
+      src:  {type: test.counter, params: {count: 12}}
+      slow: {type: test.slow, params: {add: 5}, in: {in: src.out}}
+      sink: {type: test.collect, in: {in: slow.out}}
+    """), "sim", taps={"slow.out": lambda env: seen.append(env.payload)})
+    assert seen == [i + 5 for i in range(12)] and report.status == "completed"
+    with pytest.raises(ValueError, match=r"tap 'slow.nope': expected NODE.OUTPUT of this graph"):
+        from lineguard.runtime.executor import Executor
+
+        Executor(graph_of("version: 1\nnodes:\n  src: {type: test.counter}\n  slow: {type: test.slow, in: {in: src.out}}\n"), taps={"slow.nope": print})
