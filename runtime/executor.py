@@ -17,7 +17,7 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,10 +140,16 @@ class Executor:
         drain_timeout_s: float = 30.0,
         node_factory: Callable[[CompiledNode, NodeContext], Node] | None = None,
         taps: Mapping[str, Callable[[Envelope], None]] | None = None,
+        clock: Clock | None = None,
+        on_flow_start: Sequence[Callable[[], Any]] = (),
     ) -> None:
         """``taps`` maps ``"node.port"`` to a function called with every envelope emitted there
-        (after it was delivered): how scorers and monitors watch a graph without changing it."""
+        (after it was delivered): how scorers and monitors watch a graph without changing it.
+        ``clock`` shares a clock with things outside the graph (a simulated PLC); it is restarted
+        at 0 when data starts to flow, and then ``on_flow_start`` hooks run."""
         self.graph = graph
+        self._given_clock = clock
+        self._on_flow_start = list(on_flow_start)
         self.taps = dict(taps or {})
         for key in self.taps:
             node, _, port = key.partition(".")
@@ -192,7 +198,7 @@ class Executor:
 
     # -- running ------------------------------------------------------------------------------------
     async def run(self) -> RunReport:
-        self.clock = Clock()
+        self.clock = self._given_clock or Clock()
         self._started_wall = time.perf_counter()
         status, error = "completed", None
         opened: list[NodeRuntime] = []
@@ -209,6 +215,8 @@ class Executor:
                     raise NodeFailure(rt.id, rt.type_id, None, exc) from exc
                 rt.state = "open"
             self.clock.restart()  # time 0 = the moment data starts to flow
+            for hook in self._on_flow_start:  # e.g. a simulated PLC starting its belt with ours
+                hook()
             tasks = {asyncio.create_task(self._run_node(rt), name=f"lineguard-node-{rt.id}"): rt for rt in opened}
             pending: set[asyncio.Task[None]] = set(tasks)
             failure: BaseException | None = None
