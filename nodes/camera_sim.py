@@ -15,6 +15,7 @@ def line_overrides(line: dict[str, Any] | Any) -> dict[str, Any]:
         "belt.speed_mm_s": float(line["belt_speed_mm_s"]),
         "belt.encoder_counts_per_mm": float(line["encoder_counts_per_mm"]),
         "camera.mm_per_px": float(line["mm_per_px"]),
+        "belt.reject_distance_mm": float(line["reject_distance_mm"]),
     }
 
 
@@ -32,7 +33,8 @@ class SimCamera(Node):
     """Camera over the simulated conveyor: renders a scenario (``nominal``, ``shift``, ``harsh`` or a
     scenario YAML) frame by frame on the recipe's clock, with capture time and encoder count.
 
-    The belt speed, encoder scale and mm per pixel come from the recipe's ``line`` section. Like a
+    The belt speed, encoder scale, mm per pixel and reject distance come from the recipe's ``line``
+    section. Like a
     real camera it does not wait for a slow pipeline: a frame whose time has passed by more than
     one frame period is skipped and counted (``dropped: downstream_slow``), unless
     ``skip_late_frames: false``. The stream ends when the last part has left the image. The

@@ -74,6 +74,9 @@ class _Emitter:
     def count_drop(self, reason: str, n: int = 1) -> None:
         self.rt.node_drops[reason] = self.rt.node_drops.get(reason, 0) + n
 
+    def count_event(self, event: str, n: int = 1) -> None:
+        self.rt.events[event] = self.rt.events.get(event, 0) + n
+
 
 @dataclass
 class NodeRuntime:
@@ -89,6 +92,7 @@ class NodeRuntime:
     errors: int = 0
     restarts: int = 0
     node_drops: dict[str, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)
     state: str = "created"  # created, open, running, draining, done, failed, closed
     process_ns: deque[int] = field(default_factory=lambda: deque(maxlen=_TIMING_WINDOW))
     process_count: int = 0
@@ -267,6 +271,8 @@ class Executor:
     async def _run_node(self, rt: NodeRuntime) -> None:
         rt.state = "running"
         try:
+            assert rt.node is not None
+            await rt.node.start()
             if rt.is_source:
                 await self._run_source(rt)
             else:
@@ -358,6 +364,7 @@ class Executor:
         rt.node = self._make(rt)
         try:
             await rt.node.open()
+            await rt.node.start()
         except Exception as open_exc:
             raise NodeFailure(rt.id, rt.type_id, frame_id, open_exc) from open_exc
 
@@ -387,6 +394,7 @@ class Executor:
                     "errors": rt.errors,
                     "restarts": rt.restarts,
                     "dropped": dict(rt.node_drops),
+                    "events": dict(rt.events),
                     "mean_ms": round(rt.process_total_ns / rt.process_count / 1e6, 4) if rt.process_count else None,
                     "p99_ms": round(float(np.percentile(times, 99)) / 1e6, 4) if times is not None else None,
                 }

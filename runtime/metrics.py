@@ -30,6 +30,7 @@ class GraphCollector(Collector):
         errors = CounterMetricFamily("lineguard_node_errors", "Exceptions raised by a node.", labels=["node", "type"])
         restarts = CounterMetricFamily("lineguard_node_restarts", "Times a node was restarted by its restart policy.", labels=["node", "type"])
         node_drops = CounterMetricFamily("lineguard_node_dropped", "Items a node itself discarded (e.g. frames a camera skipped).", labels=["node", "type", "reason"])
+        events = CounterMetricFamily("lineguard_node_events", "Things a node counted (reconnects, missed deadlines, ...).", labels=["node", "type", "event"])
         depth = GaugeMetricFamily("lineguard_edge_queue_depth", "Envelopes waiting on an edge.", labels=["edge"])
         capacity = GaugeMetricFamily("lineguard_edge_queue_capacity", "Envelopes an edge can hold.", labels=["edge", "policy"])
         dropped = CounterMetricFamily("lineguard_edge_dropped", "Envelopes an edge discarded because it was full.", labels=["edge", "policy"])
@@ -42,11 +43,13 @@ class GraphCollector(Collector):
             restarts.add_metric([rt.id, t], rt.restarts)
             for reason, n in rt.node_drops.items():
                 node_drops.add_metric([rt.id, t, reason], n)
+            for event, n in rt.events.items():
+                events.add_metric([rt.id, t, event], n)
         for edge in ex.edges:
             depth.add_metric([edge.name], edge.depth)
             capacity.add_metric([edge.name, edge.policy], edge.capacity)
             dropped.add_metric([edge.name, edge.policy], edge.dropped)
-        yield from (env_in, env_out, errors, restarts, node_drops, depth, capacity, dropped)
+        yield from (env_in, env_out, errors, restarts, node_drops, events, depth, capacity, dropped)
 
 
 class GraphMetrics:

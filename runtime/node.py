@@ -8,8 +8,9 @@ A node type is one class in one module under ``nodes/``. Before anything runs it
 - a docstring whose ``Example:`` section is a YAML snippet of the node in a recipe.
 
 At run time the executor creates the node with its validated params and a :class:`NodeContext`,
-then calls ``open()``, ``process(port, envelope)`` for every input (or ``run()`` for a source that
-has no inputs), ``flush()`` at end of stream, and ``close()``.
+then calls ``open()`` (every node, before anything flows), ``start()`` (the clock is at 0),
+``process(port, envelope)`` for every input (or ``run()`` for a source that has no inputs),
+``flush()`` at end of stream, and ``close()``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ class NodeContext:
         """Count items a node itself discarded (e.g. a camera skipping frames it could not deliver)."""
         self._emitter.count_drop(reason, n)
 
+    def count(self, event: str, n: int = 1) -> None:
+        """Count something that happened in the node (a PLC reconnect, a missed deadline): shown in
+        the run summary and in the ``lineguard_node_events_total`` metric."""
+        self._emitter.count_event(event, n)
+
 
 class Node:
     """Base class of every node type."""
@@ -119,6 +125,10 @@ class Node:
     # -- life cycle ----------------------------------------------------------------------------
     async def open(self) -> None:
         """Acquire resources (models, cameras, connections). Fail loud here, not later."""
+
+    async def start(self) -> None:
+        """The graph starts to flow (the clock is at 0): start background work such as a PLC
+        heartbeat. Called after every node has opened (and again after a restart)."""
 
     async def run(self) -> None:
         """Sources only: produce envelopes with ``self.ctx.emit`` until the stream ends."""

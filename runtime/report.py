@@ -33,5 +33,13 @@ def print_report(report: RunReport, console: Console | None = None) -> None:
     for e in report.edges:
         edges.add_row(e["edge"], e["policy"], str(e["capacity"]), str(e["delivered"]), str(e["dropped"]), str(e["high_water"]))
     console.print(edges)
+    events = [(n["node"], e, c) for n in report.nodes for e, c in n.get("events", {}).items()]
+    if events:
+        table = Table(title="node events")
+        for col in ("node", "event", "count"):
+            table.add_column(col, justify="right" if col == "count" else "left")
+        for node, event, count in events:
+            table.add_row(node, event, str(count))
+        console.print(table)
     if report.error:
         console.print(f"[red]error:[/red] {report.error}")
