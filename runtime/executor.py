@@ -69,7 +69,7 @@ class _Emitter:
             rt.emitted_frames += 1
 
     def is_wired(self, port: str) -> bool:
-        return bool(self.outputs.get(port))
+        return bool(self.outputs.get(port)) or port in self.taps
 
     def count_drop(self, reason: str, n: int = 1) -> None:
         self.rt.node_drops[reason] = self.rt.node_drops.get(reason, 0) + n

@@ -1,0 +1,126 @@
+"""plc.modbus against the virtual PLC's real Modbus TCP server on loopback, on the sim clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import testnodes
+from plc_support import GEOMETRY, LINE, PARTS, TruthVerdicts, free_loopback_port
+
+from lineguard.runtime.clock import Clock, SimEventLoop
+from lineguard.runtime.compiler import compile_document
+from lineguard.runtime.errors import NodeFailure
+from lineguard.runtime.executor import Executor
+from lineguard.runtime.loader import load_text
+from lineguard.sim.plc import VirtualPlc
+from lineguard.sim.plc_modbus import ModbusPlcServer
+
+
+def graph(plc_params: str, source_params: str = "{}"):
+    registry = testnodes.test_registry()
+    registry.register(TruthVerdicts)
+    text = f"""version: 1
+line: {LINE}
+nodes:
+  vision: {{type: test.truth_verdicts, params: {source_params}}}
+  plc: {{type: plc.modbus, params: {plc_params}, in: {{verdicts: vision.verdicts}}}}
+"""
+    return compile_document(load_text(text, "line.yaml"), registry)
+
+
+def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "{}", audit: list | None = None, geometry=GEOMETRY, outage_s: tuple[float, float] | None = None):
+    """Run the graph against a virtual PLC sharing its clock; return (PLC report, run report)."""
+
+    async def main():
+        clock = Clock()
+        plc = VirtualPlc(geometry, PARTS, clock, mode=mode, heartbeat_timeout_ms=300)
+        async with ModbusPlcServer(plc, port=free_loopback_port()) as server:
+            g = graph(plc_params.replace("PORT", str(server.port)), source_params)
+            taps = {"plc.audit": audit.append} if audit is not None else {}
+            hooks = [plc.start]
+            if outage_s is not None:  # the PLC's server goes away and comes back on the same port
+
+                async def outage():
+                    await clock.sleep_until_ns(int(outage_s[0] * 1e9))
+                    await server.stop()
+                    await clock.sleep_until_ns(int(outage_s[1] * 1e9))
+                    async with clock.hold():
+                        await server.start()
+
+                hooks.append(lambda: tasks.append(asyncio.ensure_future(outage())))
+            tasks: list = []
+            executor = Executor(g, clock=clock, on_flow_start=hooks, taps=taps)
+            try:
+                report = await executor.run()
+                await asyncio.wait_for(plc.wait_all_scored(), 30)
+                await asyncio.gather(*tasks)
+            finally:
+                plc.stop()
+        return plc.report(), report
+
+    with asyncio.Runner(loop_factory=SimEventLoop) as runner:
+        return runner.run(main())
+
+
+@pytest.mark.parametrize("mode", ["handshake", "pulse"])
+def test_every_defective_part_is_rejected_at_the_gate_and_every_good_one_passes(mode):
+    audit: list = []
+    plc_report, run = run_line(f"{{port: PORT, mode: {mode}}}", mode=mode, audit=audit)
+    s = plc_report.summary
+    assert (s.escapes, s.false_rejects, s.fail_safe_rejects) == (0, 0, 0), plc_report.summary
+    assert s.parts == len(PARTS) and s.rejected == sum(p.defective for p in PARTS)
+    assert s.timing_error_max_abs_mm <= 1.0  # each reject within 1 mm of the gate
+    assert run.status == "completed"
+    assert len(audit) == len(PARTS)
+    assert {a.payload.outcome for a in audit} <= ({"acked"} if mode == "handshake" else {"fired", "passed"})
+
+
+def test_a_verdict_that_comes_too_late_is_an_alarm_not_silence():
+    # Verdicts 2.5 s after the part crossed the camera: its arrival (800 mm at 400 mm/s = 2 s) has passed.
+    audit: list = []
+    plc_report, run = run_line("{port: PORT}", source_params="{late_ms: 2500}", audit=audit)
+    plc_node = next(n for n in run.nodes if n["node"] == "plc")
+    assert plc_node["events"]["late"] == len(PARTS)
+    assert plc_node["events"]["deadline_missed"] == len(PARTS)
+    assert {a.payload.outcome for a in audit} == {"late"}
+    assert plc_report.summary.escapes == sum(p.defective for p in PARTS)  # the PLC could not act: scored as such
+
+
+def test_when_vision_stops_the_plc_rejects_every_part_from_then_on():
+    # The vision side stops after 3 parts (end of stream) — its heartbeat stops after the last one passed.
+    plc_report, _ = run_line("{port: PORT}", source_params="{stop_after: 3}")
+    scored = {p.part_id: p for p in plc_report.parts}
+    later = [p for p in sorted(PARTS, key=lambda p: -p.x0_mm)[4:]]
+    assert all(scored[p.part_id].rejected for p in later)
+    assert plc_report.summary.fail_safe_rejects >= len([p for p in later if not p.defective])
+
+
+def test_an_unreachable_plc_fails_the_start_naming_it(free_port):
+    with pytest.raises(NodeFailure, match=rf"node 'plc' \(plc.modbus@v1\) failed: ConnectionError: PLC at modbus://127.0.0.1:{free_port} is unreachable .*the line must not run uninspected"):
+        from lineguard.runtime.executor import run_graph_sync
+
+        run_graph_sync(graph(f"{{port: {free_port}, connect_timeout_s: 1}}"), "sim")
+
+
+def test_a_plc_whose_gate_distance_disagrees_with_the_recipe_fails_the_start():
+    from lineguard.sim.truth import BeltGeometry
+
+    other = BeltGeometry(belt_speed_mm_s=400.0, reject_distance_mm=750.0, encoder_counts_per_mm=10.0)
+    with pytest.raises(NodeFailure, match=r"PLC at modbus://127.0.0.1:\d+ has the gate 7500 counts downstream at 10 counts/mm; the recipe's line says 800 mm × 10 counts/mm = 8000 counts"):
+        run_line("{port: PORT}", geometry=other)
+
+
+def test_a_plc_in_the_other_mode_fails_the_start():
+    with pytest.raises(NodeFailure, match=r"PLC at modbus://127.0.0.1:\d+ is in pulse mode, the recipe asks for handshake mode"):
+        run_line("{port: PORT, mode: handshake}", mode="pulse")
+
+
+def test_a_plc_restart_loses_no_verdict_and_the_plc_fails_safe_meanwhile():
+    audit: list = []
+    plc_report, run = run_line("{port: PORT, reconnect: {first_delay_s: 0.1, max_delay_s: 0.4}}", audit=audit, outage_s=(1.0, 2.5))
+    plc_node = next(n for n in run.nodes if n["node"] == "plc")
+    assert plc_node["events"]["connection_lost"] >= 1 and plc_node["events"]["reconnected"] >= 1
+    assert sorted(a.payload.part_id for a in audit) == sorted(p.part_id for p in PARTS)  # every verdict reached the PLC
+    assert plc_report.summary.escapes == 0  # no defective part got through
+    assert plc_report.summary.fail_safe_episodes >= 1  # while vision was cut off, the PLC rejected everything

@@ -1,0 +1,62 @@
+"""plc.opcua against the virtual PLC's real OPC UA server on loopback, on the sim clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import testnodes
+from plc_support import GEOMETRY, LINE, PARTS, TruthVerdicts, free_loopback_port
+
+from lineguard.runtime.clock import Clock, SimEventLoop
+from lineguard.runtime.compiler import compile_document
+from lineguard.runtime.errors import NodeFailure
+from lineguard.runtime.executor import Executor, run_graph_sync
+from lineguard.runtime.loader import load_text
+from lineguard.sim.plc import VirtualPlc
+from lineguard.sim.plc_opcua import OpcUaPlcServer
+
+
+def graph(plc_params: str):
+    registry = testnodes.test_registry()
+    registry.register(TruthVerdicts)
+    text = f"""version: 1
+line: {LINE}
+nodes:
+  vision: {{type: test.truth_verdicts}}
+  plc: {{type: plc.opcua, params: {plc_params}, in: {{verdicts: vision.verdicts}}}}
+"""
+    return compile_document(load_text(text, "line.yaml"), registry)
+
+
+def run_line(mode: str):
+    async def main():
+        clock = Clock()
+        plc = VirtualPlc(GEOMETRY, PARTS, clock, mode=mode, heartbeat_timeout_ms=300)
+        async with OpcUaPlcServer(plc, port=free_loopback_port()) as server:
+            audit: list = []
+            executor = Executor(graph(f"{{endpoint: '{server.endpoint}', mode: {mode}}}"), clock=clock, on_flow_start=[plc.start], taps={"plc.audit": audit.append})
+            try:
+                await executor.run()
+                await asyncio.wait_for(plc.wait_all_scored(), 30)
+            finally:
+                plc.stop()
+        return plc.report(), audit
+
+    with asyncio.Runner(loop_factory=SimEventLoop) as runner:
+        return runner.run(main())
+
+
+@pytest.mark.parametrize("mode", ["handshake", "pulse"])
+def test_every_defective_part_is_rejected_at_the_gate_and_every_good_one_passes(mode):
+    report, audit = run_line(mode)
+    s = report.summary
+    assert (s.escapes, s.false_rejects, s.fail_safe_rejects) == (0, 0, 0), s
+    assert s.rejected == sum(p.defective for p in PARTS) and s.timing_error_max_abs_mm <= 1.0
+    assert sorted(a.payload.part_id for a in audit) == sorted(p.part_id for p in PARTS)
+
+
+def test_an_unreachable_plc_fails_the_start_naming_its_endpoint():
+    port = free_loopback_port()
+    with pytest.raises(NodeFailure, match=rf"node 'plc' \(plc.opcua@v1\) failed: ConnectionError: PLC at opc.tcp://127.0.0.1:{port}/ is unreachable"):
+        run_graph_sync(graph(f"{{endpoint: 'opc.tcp://127.0.0.1:{port}/', connect_timeout_s: 1}}"), "sim")
