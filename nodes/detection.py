@@ -8,7 +8,7 @@ Pipeline, one function per step so each can be used and tested on its own:
   prepare its input) and raises :class:`ModelError` naming the path, what was found and what was
   expected when it cannot be used;
 - :func:`letterbox` / :func:`stretch` fit an image to the model input (:class:`Letterbox` maps
-  boxes back), :func:`fold_preprocessing` puts colour order, scaling and layout into the model;
+  boxes back), :func:`build_inference_model` puts colour order, scaling and layout into the model;
 - :func:`decode_yolo`, :func:`decode_yolo_e2e`, :func:`decode_detection_output` turn the three
   output layouts into boxes in model-input pixels, with :func:`batched_nms` where needed;
 - :class:`DetectionFilter` applies per-class thresholds, the class filter and the region of
@@ -160,58 +160,90 @@ def letterbox_geometry(image_hw: tuple[int, int], input_hw: tuple[int, int], cen
     return (new_w, new_h), (top, bottom, left, right), Letterbox((h0, w0), (h, w), gain, gain, pad_x, pad_y)
 
 
-def letterbox(image: np.ndarray, input_hw: tuple[int, int], pad_value: int = PAD_VALUE, center: bool = True) -> tuple[np.ndarray, Letterbox]:
+def letterbox(image: np.ndarray, input_hw: tuple[int, int], pad_value: int = PAD_VALUE, center: bool = True, out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
     """Scale ``image`` to fit ``input_hw`` keeping its aspect ratio (``cv2.INTER_LINEAR``) and pad
     the rest with ``pad_value``: centred (ultralytics) or, with ``center=False``, at the bottom
-    and right (OpenVINO model API ``fit_to_window``). Returns a new array; ``image`` is untouched.
+    and right (OpenVINO model API ``fit_to_window``). ``image`` is untouched; the result is a new
+    array, or ``out`` (uint8 [H, W, C]) written in place — the same pixels, without allocating.
 
     >>> boxed, lb = letterbox(np.zeros((480, 640, 3), np.uint8), (320, 320))
     >>> boxed.shape, lb.gain_x, (lb.pad_x, lb.pad_y)
     ((320, 320, 3), 0.5, (0, 40))
     """
     (new_w, new_h), (top, bottom, left, right), lb = letterbox_geometry(image.shape[:2], input_hw, center)
-    resized = image if image.shape[1] == new_w and image.shape[0] == new_h else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    value = (pad_value,) * (image.shape[2] if image.ndim == 3 else 1)
-    return cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=value), lb
+    if out is None:
+        resized = image if image.shape[1] == new_w and image.shape[0] == new_h else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        value = (pad_value,) * (image.shape[2] if image.ndim == 3 else 1)
+        return cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=value), lb
+    out[:top] = pad_value
+    out[top + new_h :] = pad_value
+    out[top : top + new_h, :left] = pad_value
+    out[top : top + new_h, left + new_w :] = pad_value
+    inner = out[top : top + new_h, left : left + new_w]
+    if image.shape[1] == new_w and image.shape[0] == new_h:
+        inner[...] = image
+    else:
+        cv2.resize(image, (new_w, new_h), dst=inner, interpolation=cv2.INTER_LINEAR)
+    return out, lb
 
 
-def stretch(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+def stretch(image: np.ndarray, input_hw: tuple[int, int], out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
     """Resize ``image`` to exactly ``input_hw`` (aspect ratio not kept), as SSD-style models from
-    the Open Model Zoo expect."""
+    the Open Model Zoo expect; into ``out`` when given."""
     h0, w0 = image.shape[:2]
     h, w = input_hw
+    lb = Letterbox((h0, w0), (h, w), w / w0, h / h0, 0, 0)
+    if out is not None:
+        if (h0, w0) == (h, w):
+            out[...] = image
+        else:
+            cv2.resize(image, (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
+        return out, lb
     resized = image if (h0, w0) == (h, w) else cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(resized), Letterbox((h0, w0), (h, w), w / w0, h / h0, 0, 0)
+    return np.ascontiguousarray(resized), lb
 
 
 # -- NMS and decoders -----------------------------------------------------------------------------------
+NMS_MATRIX_MAX = 512  # up to this many candidates, all IoUs at once; beyond, one kept box at a time
+
+
 def nms(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression: indices kept, highest score first. A box is suppressed by
     a kept box when their IoU is greater than ``iou_threshold`` (torchvision's rule), computed in
-    the boxes' own dtype.
+    the boxes' own dtype with torchvision's operation order.
 
     >>> nms(np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], np.float32), np.array([0.9, 0.8, 0.7], np.float32), 0.5)
     array([0, 2])
     """
-    if len(xyxy) == 0:
+    n = len(xyxy)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    x1, y1, x2, y2 = (np.ascontiguousarray(xyxy[:, k]) for k in range(4))
-    areas = (x2 - x1) * (y2 - y1)
     order = np.argsort(-scores, kind="stable")
+    boxes = xyxy[order]
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, k]) for k in range(4))
+    areas = (x2 - x1) * (y2 - y1)
     keep: list[int] = []
     with np.errstate(invalid="ignore", divide="ignore"):
-        while order.size:
-            i = order[0]
-            keep.append(int(i))
-            rest = order[1:]
-            if not rest.size:
-                break
-            w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
-            h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
+        if n <= NMS_MATRIX_MAX:
+            w = np.maximum(np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]), 0)
+            h = np.maximum(np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]), 0)
             inter = w * h
-            iou = inter / (areas[i] + areas[rest] - inter)
-            order = rest[~(iou > iou_threshold)]
-    return np.asarray(keep, dtype=np.int64)
+            suppresses = inter / (areas[:, None] + areas[None, :] - inter) > iou_threshold
+            removed = np.zeros(n, bool)
+            for i in range(n):
+                if not removed[i]:
+                    keep.append(i)
+                    removed |= suppresses[i]
+        else:
+            rest = np.arange(n)
+            while rest.size:
+                i, rest = rest[0], rest[1:]
+                keep.append(int(i))
+                w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
+                h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
+                inter = w * h
+                rest = rest[~(inter / (areas[i] + areas[rest] - inter) > iou_threshold)]
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
 def batched_nms(xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float, max_wh: float = MAX_WH) -> np.ndarray:
@@ -276,20 +308,35 @@ class Thresholds:
         return f"Thresholds(conf={self.conf}, per_class={self.per_class}, keep={sorted(self.keep) if self.keep is not None else None})"
 
 
-def decode_yolo(output: np.ndarray, thresholds: Thresholds, iou: float, max_det: int = 300) -> RawDetections:
+PREFILTER_MARGIN = 0.02  # a best score computed inside OpenVINO may be bf16-rounded: look a little lower
+
+
+def decode_yolo(output: np.ndarray, thresholds: Thresholds, iou: float, max_det: int = 300, best_scores: np.ndarray | None = None) -> RawDetections:
     """Ultralytics YOLOv8/YOLO11 head ``[1, 4+nc, N]``: per anchor cx, cy, w, h and nc class
-    scores. Best class per anchor, threshold, class-aware NMS; boxes in model-input pixels."""
+    scores. Best class per anchor, threshold, class-aware NMS; boxes in model-input pixels.
+
+    ``best_scores`` [N], each anchor's best class score computed by the model itself (see
+    :func:`build_inference_model`), only narrows the anchors looked at; scores, classes and
+    thresholds always come from ``output``, so the result is the same with or without it.
+    """
     pred = output.reshape(output.shape[-2], output.shape[-1])
     if pred.dtype != np.float32:
         pred = pred.astype(np.float32)
-    nc = pred.shape[0] - 4
     scores = pred[4:]
-    best = scores.max(axis=0)
-    cand = np.flatnonzero(best > thresholds.floor)
+    if best_scores is not None:
+        cand = np.flatnonzero(best_scores.reshape(-1) > thresholds.floor - PREFILTER_MARGIN)
+        sub = scores[:, cand]
+        best = sub.max(axis=0) if cand.size else np.zeros(0, np.float32)
+        ok = best > thresholds.floor
+        cand, sub, best = cand[ok], sub[:, ok], best[ok]
+    else:
+        best_all = scores.max(axis=0)
+        cand = np.flatnonzero(best_all > thresholds.floor)
+        sub, best = scores[:, cand], best_all[cand]
     if not cand.size:
         return RawDetections.empty()
-    cls = scores[:, cand].argmax(axis=0)
-    conf = best[cand]
+    cls = sub.argmax(axis=0)
+    conf = best
     ok = thresholds.passes(conf, cls)
     cand, cls, conf = cand[ok], cls[ok], conf[ok]
     if not cand.size:
@@ -635,13 +682,20 @@ def load_model(model: str | Path, *, layout: str = "auto", class_names: Sequence
     return ov_model, inspect_model(ov_model, path, layout=layout, class_names=class_names, imgsz=imgsz)
 
 
-def fold_preprocessing(model: "ov.Model", info: ModelInfo) -> "ov.Model":
-    """Make the model take the letterboxed image as it is: uint8 ``[1, H, W, 3]`` BGR. Colour
-    order, ``(x - mean) / scale`` and NHWC→NCHW run inside OpenVINO (its threads, not Python).
+BEST_SCORE_OUTPUT = "lineguard_best_score"
 
-    The scale is an explicit Divide (not ``PrePostProcessor.scale``, which OpenVINO folds into the
+
+def build_inference_model(model: "ov.Model", info: ModelInfo) -> "ov.Model":
+    """The model as the detector runs it, with pre- and post-processing folded in where it pays.
+
+    Input: the letterboxed image as it is, uint8 ``[1, H, W, 3]`` BGR. Colour order,
+    ``(x - mean) / scale`` and NHWC→NCHW run inside OpenVINO (its threads, not Python's). The
+    scale is an explicit Divide (not ``PrePostProcessor.scale``, which OpenVINO folds into the
     first convolution): on a bf16 CPU that keeps results bit-identical to dividing in numpy
-    first, which is what ultralytics does.
+    first, as ultralytics does.
+
+    Output, for the ``yolo`` layout, one more: ``lineguard_best_score`` [1, N], each anchor's best
+    class score, so Python reads N values instead of nc × N to find the candidates.
     """
     import openvino as ov
     import openvino.opset13 as ops
@@ -668,7 +722,14 @@ def fold_preprocessing(model: "ov.Model", info: ModelInfo) -> "ov.Model":
     if prep.scale and any(v != 1 for v in prep.scale):
         scale_const = channel_constant(prep.scale)
         steps.custom(lambda node: ops.divide(node, scale_const).output(0))
-    return ppp.build()
+    model = ppp.build()
+    if info.layout == "yolo":
+        head = model.get_results()[info.output_index].input_value(0)
+        scores = ops.slice(head, ops.constant(np.array([4], np.int64)), ops.constant(np.array([np.iinfo(np.int64).max], np.int64)), ops.constant(np.array([1], np.int64)), ops.constant(np.array([1], np.int64)))
+        best = ops.reduce_max(scores, ops.constant(np.array([1], np.int64)), False)
+        best.output(0).get_tensor().set_names({BEST_SCORE_OUTPUT})
+        model.add_outputs([best.output(0)])
+    return model
 
 
 def compile_config(device: str, precision: str, requests: int, core: "ov.Core") -> dict[str, Any]:
@@ -811,35 +872,47 @@ class Detector:
         check_device(device, core)
         config = compile_config(device, precision, requests, core)
         try:
-            self.compiled = core.compile_model(fold_preprocessing(ov_model, self.info), device, config)
+            self.compiled = core.compile_model(build_inference_model(ov_model, self.info), device, config)
         except RuntimeError as exc:
             raise ModelError(f"model {self.info.path}: OpenVINO could not compile it for {device} ({config}): {str(exc).strip().splitlines()[-1]}") from exc
         self.device = device
         self.output = self.compiled.outputs[self.info.output_index]
+        self.best_output = next((o for o in self.compiled.outputs if BEST_SCORE_OUTPUT in o.get_names()), None)
 
-    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        """The model input for ``image`` (uint8 [1, H, W, 3] BGR) and how to map boxes back."""
+    def prepare(self, image: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
+        """The model input for ``image`` (uint8 [1, H, W, 3] BGR; written into ``out`` [H, W, 3]
+        when given) and how to map boxes back."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a BGR uint8 image [H, W, 3], got {image.dtype} {list(image.shape)}")
         prep = self.info.preprocess
         if prep.resize == "stretch":
-            fitted, lb = stretch(image, self.info.input_hw)
+            fitted, lb = stretch(image, self.info.input_hw, out)
         else:
-            fitted, lb = letterbox(image, self.info.input_hw, prep.pad_value, center=prep.resize == "letterbox")
+            fitted, lb = letterbox(image, self.info.input_hw, prep.pad_value, center=prep.resize == "letterbox", out=out)
         return fitted[None], lb
 
-    def decode(self, output: np.ndarray) -> RawDetections:
+    def new_input(self) -> np.ndarray:
+        """A buffer for :meth:`prepare`'s ``out``."""
+        return np.empty((*self.info.input_hw, 3), np.uint8)
+
+    def decode(self, output: np.ndarray, best_scores: np.ndarray | None = None) -> RawDetections:
         layout = self.info.layout
         if layout == "yolo":
-            return decode_yolo(output, self.thresholds, self.iou, self.max_detections)
+            return decode_yolo(output, self.thresholds, self.iou, self.max_detections, best_scores)
         if layout == "yolo_e2e":
             return decode_yolo_e2e(output, self.thresholds, self.max_detections)
         return decode_detection_output(output, self.thresholds, self.info.input_hw, self.max_detections)
 
-    def postprocess(self, output: np.ndarray, lb: Letterbox) -> "sv.Detections":
-        return self.filter(self.decode(output), lb)
+    def postprocess(self, output: np.ndarray, lb: Letterbox, best_scores: np.ndarray | None = None) -> "sv.Detections":
+        return self.filter(self.decode(output, best_scores), lb)
+
+    def postprocess_request(self, request: "ov.InferRequest", lb: Letterbox) -> "sv.Detections":
+        """Decode straight from a finished request's output buffers (copies what it keeps)."""
+        best = request.get_tensor(self.best_output).data if self.best_output is not None else None
+        return self.postprocess(request.get_tensor(self.output).data, lb, best)
 
     def detect(self, image: np.ndarray) -> "sv.Detections":
         tensor, lb = self.prepare(image)
         result = self.compiled({0: tensor}, share_inputs=True)
-        return self.postprocess(result[self.output], lb)
+        best = result[self.best_output] if self.best_output is not None else None
+        return self.postprocess(result[self.output], lb, best)

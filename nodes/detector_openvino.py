@@ -138,11 +138,20 @@ class OpenVinoDetector(Node):
         self._detector = await self.ctx.clock.run_in_thread(self._build)
         self.ctx.log.info("loaded %s on %s, %d requests", self._detector.info.describe(), p["device"], p["requests"])
         self._loop = asyncio.get_running_loop()
-        self._out_index = self._detector.info.output_index
-        self._queue = ov.AsyncInferQueue(self._detector.compiled, p["requests"])
+        # One spare request: OpenVINO recycles a request only after our callback returns, so with
+        # exactly `requests` of them the next start_async would wait for that on the event loop.
+        self._queue = ov.AsyncInferQueue(self._detector.compiled, p["requests"] + 1)
         self._queue.set_callback(self._on_done)
-        self._slots = asyncio.Semaphore(p["requests"])
+        # In flight: at most `requests` (a free request when we submit: start_async never blocks
+        # the loop). Between arrival and emitted: at most 2 × requests (bounded when downstream is slow).
+        self._in_flight = asyncio.Semaphore(p["requests"])
+        self._room = asyncio.Semaphore(2 * p["requests"])
         self._pending: asyncio.Queue[tuple[Envelope, asyncio.Future[Any]] | None] = asyncio.Queue()
+        # Model inputs are letterboxed into a ring of buffers that OpenVINO reads without a copy.
+        # A buffer comes round again after 2 × requests + 2 frames; by then its frame has been
+        # emitted (at most 2 × requests frames are between acquiring room and emitted).
+        self._inputs = [self._detector.new_input() for _ in range(2 * p["requests"] + 2)]
+        self._next_input = 0
         self._emitter = asyncio.create_task(self._emit_in_order(), name=f"lineguard-detector-emit-{self.ctx.node_id}")
 
     def _build(self) -> Detector:
@@ -166,8 +175,15 @@ class OpenVinoDetector(Node):
     async def process(self, port: str, envelope: Envelope) -> None:
         self._raise_failure()
         assert self._detector is not None
-        tensor, lb = self._detector.prepare(envelope.payload)
-        await self._slots.acquire()  # at most `requests` frames between here and emitted
+        buffer = self._inputs[self._next_input]
+        self._next_input = (self._next_input + 1) % len(self._inputs)
+        tensor, lb = self._detector.prepare(envelope.payload, buffer)
+        await self._room.acquire()
+        if self._in_flight.locked():  # every request busy: wait for OpenVINO, with the sim clock held
+            async with self.ctx.clock.hold():
+                await self._in_flight.acquire()
+        else:
+            await self._in_flight.acquire()
         self._raise_failure()
         future = self._loop.create_future()
         self._queue.start_async({0: tensor}, (future, tensor, lb), share_inputs=True)
@@ -178,11 +194,20 @@ class OpenVinoDetector(Node):
         future, _tensor, lb = userdata
         try:
             assert self._detector is not None
-            result, error = self._detector.postprocess(request.get_output_tensor(self._out_index).data, lb), None
+            result, error = self._detector.postprocess_request(request, lb), None
         except BaseException as exc:  # handed to the event loop, which fails the node with it
             result, error = None, exc
         with contextlib.suppress(RuntimeError):  # the loop is gone: close() is waiting for us
-            self._loop.call_soon_threadsafe(_settle, future, result, error)
+            self._loop.call_soon_threadsafe(self._settle, future, result, error)
+
+    def _settle(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+        self._in_flight.release()
+        if future.done():  # cancelled by close()
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
     async def _emit_in_order(self) -> None:
         """Emit results in the order frames arrived; hold the sim clock while inference runs."""
@@ -200,7 +225,7 @@ class OpenVinoDetector(Node):
                 if self._failure is None:
                     self._failure = (envelope.frame_id, exc)
             finally:
-                self._slots.release()
+                self._room.release()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -225,11 +250,3 @@ class OpenVinoDetector(Node):
             await self.ctx.clock.run_in_thread(queue.wait_all)  # no callback may outlive the node
         self._detector = None
 
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # cancelled by close()
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)

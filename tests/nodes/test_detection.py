@@ -21,7 +21,7 @@ from lineguard.nodes.detection import (
     decode_detection_output,
     decode_yolo,
     decode_yolo_e2e,
-    fold_preprocessing,
+    build_inference_model,
     letterbox,
     letterbox_geometry,
     load_model,
@@ -69,6 +69,18 @@ def test_letterbox_uses_inter_linear_and_leaves_the_input_untouched():
     assert np.array_equal(boxed[8:56], expected)
 
 
+def test_letterboxing_into_a_reused_buffer_gives_the_same_pixels():
+    rng = np.random.default_rng(4)
+    buffer = np.full((64, 64, 3), 7, np.uint8)  # left over from another frame
+    for shape in ((90, 120, 3), (120, 90, 3), (64, 64, 3)):
+        image = rng.integers(0, 256, shape, np.uint8)
+        fresh, lb = letterbox(image, (64, 64))
+        reused, lb2 = letterbox(image, (64, 64), out=buffer)
+        assert reused is buffer and np.array_equal(reused, fresh) and lb == lb2
+    image = rng.integers(0, 256, (100, 50, 3), np.uint8)
+    assert np.array_equal(stretch(image, (64, 64), out=buffer)[0], stretch(image, (64, 64))[0])
+
+
 def test_stretch_keeps_no_aspect_ratio_and_maps_back_per_axis():
     image = np.zeros((100, 200, 3), np.uint8)
     fitted, lb = stretch(image, (50, 50))
@@ -81,8 +93,8 @@ def test_folded_preprocessing_feeds_the_model_exactly_what_ultralytics_would(tmp
 
     # Given a model that returns its input, and a BGR frame letterboxed the ultralytics way
     path = tiny_models.identity("identity", (64, 64))
-    info = ModelInfo(path, "yolo", "images", (64, 64), 0, (1, 3, 64, 64), None, (), "none", Preprocess(), None)
-    compiled = ov.Core().compile_model(fold_preprocessing(read_model(path), info), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    info = ModelInfo(path, "yolo_e2e", "images", (64, 64), 0, (1, 3, 64, 64), None, (), "none", Preprocess(), None)
+    compiled = ov.Core().compile_model(build_inference_model(read_model(path), info), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     rng = np.random.default_rng(5)
     boxed, _ = letterbox(rng.integers(0, 256, (48, 80, 3), np.uint8), (64, 64))
     # When the folded model runs on the uint8 letterboxed frame
@@ -98,7 +110,7 @@ def test_mean_and_scale_from_rt_info_are_applied_per_channel(tmp_path, tiny_mode
     path = tiny_models.identity("identity", (8, 8))
     prep = Preprocess(resize="stretch", rgb=False, mean=(10.0, 20.0, 30.0), scale=(2.0, 4.0, 5.0))
     info = ModelInfo(path, "detection_output", "images", (8, 8), 0, (1, 3, 8, 8), None, (), "none", prep, None)
-    compiled = ov.Core().compile_model(fold_preprocessing(read_model(path), info), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(build_inference_model(read_model(path), info), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     image = np.full((1, 8, 8, 3), (50, 60, 70), np.uint8)  # B, G, R
     seen = compiled({0: image})[0]
     assert seen[0, :, 0, 0].tolist() == [20.0, 10.0, 8.0]  # (50-10)/2, (60-20)/4, (70-30)/5
@@ -117,6 +129,19 @@ def test_nms_is_class_aware_and_orders_by_score():
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 10, 10]], np.float32)
     scores = np.array([0.5, 0.9, 0.7], np.float32)
     assert batched_nms(boxes, scores, np.array([0, 1, 0]), 0.5).tolist() == [1, 2]
+
+
+def test_nms_gives_the_same_answer_for_many_candidates_as_for_few(monkeypatch):
+    import lineguard.nodes.detection as detection
+
+    rng = np.random.default_rng(9)
+    xy = rng.uniform(0, 600, (700, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 80, (700, 2)).astype(np.float32)], axis=1)
+    scores = rng.uniform(0.2, 1.0, 700).astype(np.float32)
+    classes = rng.integers(0, 3, 700)
+    one_by_one = batched_nms(boxes, scores, classes, 0.45)  # 700 > NMS_MATRIX_MAX
+    monkeypatch.setattr(detection, "NMS_MATRIX_MAX", 10_000)
+    assert np.array_equal(batched_nms(boxes, scores, classes, 0.45), one_by_one)
 
 
 # -- decoders on raw outputs ----------------------------------------------------------------------------
@@ -144,6 +169,19 @@ def test_decode_yolo_per_class_thresholds_class_filter_and_max_det(tiny_models):
     assert len(decode_yolo(head, Thresholds(0.25), 0.45, max_det=2)) == 2
     # a score equal to the threshold does not pass (score > conf)
     assert decode_yolo(head, Thresholds(0.3125), 0.45).class_id.tolist() == [0, 1]
+
+
+def test_decode_yolo_with_the_model_computed_best_scores_is_the_same(tiny_models):
+    rng = np.random.default_rng(2)
+    head = rng.uniform(0, 1, (1, 84, 2100)).astype(np.float32) ** 6  # mostly low scores, some high
+    head[0, :4] = rng.uniform(0, 320, (4, 2100))
+    best = head[0, 4:].max(axis=0)
+    bf16_like = (best.view(np.uint32) & 0xFFFF0000).view(np.float32)  # as a bf16 CPU may compute it
+    for hint in (best, bf16_like):
+        with_hint = decode_yolo(head, Thresholds(0.25, {3: 0.6}), 0.45, best_scores=hint)
+        without = decode_yolo(head, Thresholds(0.25, {3: 0.6}), 0.45)
+        assert len(without) > 10
+        assert np.array_equal(with_hint.xyxy, without.xyxy) and np.array_equal(with_hint.class_id, without.class_id)
 
 
 def test_decode_yolo_e2e_keeps_rows_above_threshold_in_model_order():
