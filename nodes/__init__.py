@@ -3,11 +3,27 @@
 from lineguard.nodes.camera_opencv import OpenCvCamera
 from lineguard.nodes.camera_pattern import PatternCamera
 from lineguard.nodes.camera_sim import SimCamera
+from lineguard.nodes.detector_openvino import OpenVinoDetector
+from lineguard.nodes.detector_truth import TruthDetector
 from lineguard.nodes.image_stats import ImageStats
 from lineguard.nodes.plc_modbus import ModbusPlcOutput
 from lineguard.nodes.plc_opcua import OpcUaPlcOutput
 from lineguard.nodes.record_jsonl import RecordJsonl
+from lineguard.nodes.tracker_belt import BeltTracker
+from lineguard.nodes.vote_part import PartVote
 
-BUILTIN_NODES = [PatternCamera, SimCamera, OpenCvCamera, ImageStats, RecordJsonl, ModbusPlcOutput, OpcUaPlcOutput]
+BUILTIN_NODES = [
+    PatternCamera,
+    SimCamera,
+    OpenCvCamera,
+    ImageStats,
+    OpenVinoDetector,
+    TruthDetector,
+    BeltTracker,
+    PartVote,
+    ModbusPlcOutput,
+    OpcUaPlcOutput,
+    RecordJsonl,
+]
 
 __all__ = ["BUILTIN_NODES"]
