@@ -1,0 +1,395 @@
+"""``inspect.rules``: per part type, in millimetres — is every component there and in its place?"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from lineguard.nodes.parts_model import FrameFindings, PartFindings, PartTrack, class_names
+from lineguard.runtime.envelope import Envelope
+from lineguard.runtime.node import InPort, Node, OutPort
+
+MISSING = "missing_component"
+MISALIGNED = "misaligned"
+SCRATCH = "scratch"
+_MIN_SAMPLES = 3  # placement is judged from the median of at least this many frames
+_STALE_FRAMES = 600  # per-part measurement state unseen this long is dropped (a lost "ended")
+
+
+def _chip(name: str, x: float, y: float, size: float | tuple[float, float]) -> dict[str, Any]:
+    length, width = (size, size) if isinstance(size, (int, float)) else size
+    return {"name": name, "kind": "chip", "x_mm": x, "y_mm": y, "length_mm": length, "width_mm": width}
+
+
+def _fastener(name: str, x: float, y: float) -> dict[str, Any]:
+    return {"name": name, "kind": "fastener", "x_mm": x, "y_mm": y, "length_mm": 14.0, "width_mm": 14.0, "check_rotation": False}
+
+
+# The shipped model's part types (the simulated line's nominal layouts, lineguard.sim.parts): a
+# recipe for that line needs no table of its own. A recipe's ``part_types`` replaces this table.
+DEFAULT_PART_TYPES: dict[str, dict[str, Any]] = {
+    "pcb": {
+        "length_mm": 150.0,
+        "width_mm": 100.0,
+        "components": [
+            _chip("U1", -30.0, -4.0, 26.0),
+            _chip("U2", 14.0, -30.0, (17.0, 11.0)),
+            _chip("U3", 14.0, -10.0, (17.0, 11.0)),
+            _chip("U4", 46.0, -20.0, 11.0),
+            _chip("U5", 36.0, 22.0, 18.0),
+        ],
+    },
+    "bracket": {
+        "length_mm": 140.0,
+        "width_mm": 70.0,
+        "components": [_fastener(f"B{i + 1}", sx * 52.0, sy * 20.0) for i, (sx, sy) in enumerate(((-1, -1), (1, -1), (-1, 1), (1, 1)))],
+    },
+}
+
+_POSITIVE = {"type": "number", "exclusiveMinimum": 0}
+_COMPONENT_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "kind", "x_mm", "y_mm", "length_mm", "width_mm"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "description": "Reference designator, e.g. U3."},
+        "kind": {"type": "string", "minLength": 1, "description": "The detector's class name for it, e.g. chip."},
+        "x_mm": {"type": "number", "description": "Nominal centre along travel, from the part centre."},
+        "y_mm": {"type": "number", "description": "Nominal centre across the belt, from the part centre."},
+        "length_mm": {**_POSITIVE, "description": "Footprint along x."},
+        "width_mm": {**_POSITIVE, "description": "Footprint along y."},
+        "rotation_deg": {"type": "number", "default": 0.0, "description": "Nominal rotation."},
+        "check_rotation": {"type": "boolean", "default": True, "description": "False for round parts (washers): a turn changes nothing."},
+    },
+}
+_PART_TYPE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["length_mm", "width_mm"],
+    "properties": {
+        "length_mm": {**_POSITIVE, "description": "Outline along travel."},
+        "width_mm": {**_POSITIVE, "description": "Outline across the belt."},
+        "components": {"type": "array", "items": _COMPONENT_SCHEMA, "default": []},
+        "offset_tolerance_mm": {**_POSITIVE, "default": 1.5, "description": "A component further off its place is misaligned."},
+        "rotation_tolerance_deg": {**_POSITIVE, "default": 8.0, "description": "A component turned further is misaligned."},
+        "match_radius_mm": {**_POSITIVE, "default": 12.0, "description": "A detection further from a component's place is not that component."},
+        "outline_tolerance_mm": {**_POSITIVE, "default": 6.0, "description": "A part box this much smaller than the outline is cut off or hidden (not inspected)."},
+    },
+}
+
+
+@dataclass(frozen=True)
+class _Component:
+    name: str
+    kind: str
+    xy_mm: tuple[float, float]
+    size_mm: tuple[float, float]
+    rotation_deg: float
+    check_rotation: bool
+
+
+@dataclass(frozen=True)
+class _PartRule:
+    name: str
+    length_mm: float
+    width_mm: float
+    components: tuple[_Component, ...]
+    offset_tolerance_mm: float
+    rotation_tolerance_deg: float
+    match_radius_mm: float
+    outline_tolerance_mm: float
+
+    @classmethod
+    def from_params(cls, name: str, p: Mapping[str, Any]) -> "_PartRule":
+        comps = tuple(
+            _Component(c["name"], c["kind"], (float(c["x_mm"]), float(c["y_mm"])), (float(c["length_mm"]), float(c["width_mm"])), float(c["rotation_deg"]), bool(c["check_rotation"]))
+            for c in p["components"]
+        )
+        return cls(name, float(p["length_mm"]), float(p["width_mm"]), comps, float(p["offset_tolerance_mm"]), float(p["rotation_tolerance_deg"]), float(p["match_radius_mm"]), float(p["outline_tolerance_mm"]))
+
+
+class RuleInspector(Node):
+    """Turns each tracked part in each frame into findings, by the rules of its part type.
+
+    Rules live in the recipe, per part type, in millimetres (the line's ``mm_per_px`` converts):
+    the outline and every component's nominal place and footprint in the part's own frame (origin
+    at the part centre, x along travel). The defaults are the simulated line's ``pcb`` and
+    ``bracket``; a recipe's ``part_types`` replaces them.
+
+    - ``missing_component``: a component with no detection of its kind near its place in at least
+      ``missing_fraction`` of the part's last ``measure_frames`` frames (a detector's occasional
+      miss is not a missing component). Judged only when the whole part is in view (not cut by the
+      image edge, box as large as the outline).
+    - ``misaligned``: a component further than ``offset_tolerance_mm`` from its place, or turned by
+      more than ``rotation_tolerance_deg``. The part's own pose (where it lies and how it is turned
+      on the belt) is fitted first from its box centre and its components, leaving out a component
+      that is off when seen from the others, so a turned part is not a misplaced component (a part
+      with fewer than two components found is taken to lie square). Offsets and turns are the
+      median of the part's last ``measure_frames`` frames, judged from the third frame on (a stray
+      match or a noisy box does not decide). A turn is read from the size of the component's box:
+      its sign is not visible, and of the two readings the smaller is taken.
+    - Detections of ``defect_classes`` (scratch, and a detector's own missing/misaligned boxes)
+      are defects of that kind wherever the part is seen.
+
+    Example:
+        insp:
+          type: inspect.rules
+          params:
+            part_types:
+              bracket:
+                length_mm: 140
+                width_mm: 70
+                offset_tolerance_mm: 2.0
+                components:
+                  - {name: B1, kind: fastener, x_mm: -52, y_mm: -20, length_mm: 14, width_mm: 14, check_rotation: false}
+                  - {name: B2, kind: fastener, x_mm: 52, y_mm: -20, length_mm: 14, width_mm: 14, check_rotation: false}
+          in: {tracks: trk.tracks}
+    """
+
+    type_name = "inspect.rules"
+    version = 1
+    inputs = {"tracks": InPort("tracks", queue=8)}
+    outputs = {"findings": OutPort("part_findings", "lineguard.nodes.parts_model.FrameFindings per frame")}
+    params_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "part_types": {
+                "description": "Rules per part type (the detector's class name of the whole part).",
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": _PART_TYPE_SCHEMA,
+                "default": DEFAULT_PART_TYPES,
+            },
+            "defect_classes": {
+                "description": "Detector classes that are defects by themselves (the class name is the defect kind).",
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "uniqueItems": True,
+                "default": [SCRATCH, MISSING, MISALIGNED],
+            },
+            "measure_frames": {"type": "integer", "minimum": 1, "default": 5, "description": "Offsets, turns and presence are taken over this many frames of a part."},
+            "missing_fraction": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 1,
+                "default": 0.75,
+                "description": "A component absent in at least this fraction of the last measure_frames frames is missing.",
+            },
+        },
+    }
+
+    @classmethod
+    def check_params(cls, params, line):
+        problems = []
+        defect_classes = set(params["defect_classes"])
+        for tname, t in params["part_types"].items():
+            where = f"part_types.{tname}"
+            names = [c["name"] for c in t["components"]]
+            doubles = sorted({n for n in names if names.count(n) > 1})
+            if doubles:
+                problems.append((f"{where}.components", f"expected unique component names, got {doubles} more than once"))
+            for c in t["components"]:
+                if c["kind"] in defect_classes or c["kind"] == tname:
+                    problems.append((f"{where}.components", f"expected component {c['name']}'s kind to be a component class, got '{c['kind']}' (a defect or part class)"))
+                reach_x = abs(c["x_mm"]) + c["length_mm"] / 2
+                reach_y = abs(c["y_mm"]) + c["width_mm"] / 2
+                if reach_x > t["length_mm"] / 2 or reach_y > t["width_mm"] / 2:
+                    problems.append((f"{where}.components", f"expected component {c['name']} inside the {t['length_mm']} x {t['width_mm']} mm outline, got it reaching {reach_x:g} mm along x and {reach_y:g} mm along y from the centre"))
+            if t["match_radius_mm"] <= t["offset_tolerance_mm"]:
+                problems.append((f"{where}.match_radius_mm", f"expected more than offset_tolerance_mm ({t['offset_tolerance_mm']}), so a misaligned component is still found, got {t['match_radius_mm']}"))
+            if t["outline_tolerance_mm"] >= min(t["length_mm"], t["width_mm"]) / 2:
+                problems.append((f"{where}.outline_tolerance_mm", f"expected less than half the outline's smaller side ({min(t['length_mm'], t['width_mm']) / 2:g}), got {t['outline_tolerance_mm']}"))
+        return problems
+
+    async def open(self) -> None:
+        self.rules = {name: _PartRule.from_params(name, p) for name, p in self.params["part_types"].items()}
+        self.defect_classes = tuple(self.params["defect_classes"])
+        self.kinds = tuple(dict.fromkeys((MISSING, MISALIGNED, *self.defect_classes)))
+        self.mm_per_px = float(self.ctx.line["mm_per_px"])
+        # per part: component name -> recent offsets (mm, part frame) and turns (deg)
+        self.history: OrderedDict[int, tuple[int, dict[str, deque], dict[str, deque], dict[str, deque]]] = OrderedDict()
+
+    async def process(self, port: str, envelope: Envelope) -> None:
+        frame = envelope.payload
+        findings = tuple(self.inspect(track, envelope.frame_id) for track in frame.parts)
+        for tid in frame.ended:
+            self.history.pop(tid, None)
+        while self.history:
+            tid, (last, *_) = next(iter(self.history.items()))
+            if envelope.frame_id - last <= _STALE_FRAMES:
+                break
+            del self.history[tid]
+        await self.ctx.emit("findings", envelope.derive(FrameFindings(frame.image_wh, findings, frame.ended)))
+
+    # -- one part in one frame ------------------------------------------------------------------------
+
+    def inspect(self, track: PartTrack, frame_id: int) -> PartFindings:
+        dets = track.detections
+        names = class_names(dets)
+        conf = dets.confidence if dets.confidence is not None else np.ones(len(dets), np.float32)
+        defects: dict[str, float] = {}
+        notes: list[str] = []
+        for kind in self.defect_classes:
+            sel = names == kind
+            if np.any(sel):
+                defects[kind] = float(conf[sel].max())
+                notes.append(f"{kind} detected")
+        rule = self.rules.get(track.part_type)
+        if rule is None:
+            notes.append(f"no rules for part type '{track.part_type}'")
+            return PartFindings(track, False, defects, (), notes=tuple(notes))
+        bw = (track.box_xyxy[2] - track.box_xyxy[0]) * self.mm_per_px
+        bh = (track.box_xyxy[3] - track.box_xyxy[1]) * self.mm_per_px
+        whole = track.in_view and bw >= rule.length_mm - rule.outline_tolerance_mm and bh >= rule.width_mm - rule.outline_tolerance_mm
+        if not whole:
+            return PartFindings(track, False, defects, (), notes=tuple(notes))
+
+        entry = self.history.pop(track.track_id, None) or (frame_id, {}, {}, {})
+        _, offsets_hist, rot_hist, seen_hist = entry
+        self.history[track.track_id] = (frame_id, offsets_hist, rot_hist, seen_hist)  # most recent last
+        m = self.params["measure_frames"]
+        enough = min(_MIN_SAMPLES, m)  # a median of fewer samples is one noisy box
+        offsets: dict[str, float] = {}
+        rotations: dict[str, float] = {}
+        placement_judged = not rule.components
+        if rule.components:
+            comp_sel = np.isin(names, [c.kind for c in rule.components])
+            comp_idx = np.flatnonzero(comp_sel)
+            measured = self._measure(rule, track, dets.xyxy[comp_idx].astype(np.float64), names[comp_idx], conf[comp_idx])
+            for comp, found in zip(rule.components, measured):
+                seen = seen_hist.setdefault(comp.name, deque(maxlen=m))
+                seen.append(found is not None)
+                if seen.count(False) >= self.params["missing_fraction"] * len(seen):
+                    defects[MISSING] = max(defects.get(MISSING, 0.0), track.confidence)
+                    notes.append(f"{comp.name} missing")
+                if found is None:
+                    continue
+                offset_xy, turn_deg, det_conf = found
+                oh = offsets_hist.setdefault(comp.name, deque(maxlen=m))
+                oh.append(offset_xy)
+                if len(oh) >= enough:
+                    placement_judged = True
+                    offsets[comp.name] = float(np.hypot(*np.median(np.array(oh), axis=0)))
+                    if offsets[comp.name] > rule.offset_tolerance_mm:
+                        defects[MISALIGNED] = max(defects.get(MISALIGNED, 0.0), det_conf)
+                        notes.append(f"{comp.name} off by {offsets[comp.name]:.1f} mm")
+                if turn_deg is None:
+                    continue
+                rh = rot_hist.setdefault(comp.name, deque(maxlen=m))
+                rh.append(turn_deg)
+                if len(rh) >= enough:
+                    placement_judged = True
+                    rotations[comp.name] = float(np.median(rh))
+                    if rotations[comp.name] > rule.rotation_tolerance_deg:
+                        defects[MISALIGNED] = max(defects.get(MISALIGNED, 0.0), det_conf)
+                        notes.append(f"{comp.name} turned by {rotations[comp.name]:.0f} deg")
+        judged = self.kinds if placement_judged else tuple(k for k in self.kinds if k != MISALIGNED)
+        return PartFindings(track, True, defects, judged, offsets, rotations, tuple(notes))
+
+    def _measure(self, rule: _PartRule, track: PartTrack, boxes: np.ndarray, kinds: np.ndarray, confs: np.ndarray):
+        """Per nominal component: None (not found) or (offset in the part frame [mm, mm], turn in
+        degrees or None, the detection's confidence)."""
+        mpp = self.mm_per_px
+        cx = (track.box_xyxy[0] + track.box_xyxy[2]) / 2
+        cy = (track.box_xyxy[1] + track.box_xyxy[3]) / 2
+        # detections in mm, relative to the part box centre (image axes)
+        q = np.column_stack([((boxes[:, 0] + boxes[:, 2]) / 2 - cx) * mpp, ((boxes[:, 1] + boxes[:, 3]) / 2 - cy) * mpp])
+        nominal = np.array([c.xy_mm for c in rule.components])
+        kind_ok = np.array([[c.kind == k for k in kinds] for c in rule.components], bool).reshape(len(rule.components), len(kinds))
+        theta, t = 0.0, np.zeros(2)
+        pairs: list[tuple[int, int]] = []
+        inliers: list[tuple[int, int]] = []
+        for _ in range(2):  # match with the current pose, fit the pose, match again
+            pairs = _match(_transform(nominal, theta, t), q, kind_ok, rule.match_radius_mm)
+            theta, t, inliers = _robust_pose(nominal, q, pairs, rule.offset_tolerance_mm)
+        out: list[Any] = [None] * len(rule.components)
+        back = _rot(-theta)
+        for i, j in pairs:
+            comp = rule.components[i]
+            offset = back @ (q[j] - t) - nominal[i]
+            turn = None
+            if comp.check_rotation:
+                bw, bh = (boxes[j, 2] - boxes[j, 0]) * mpp, (boxes[j, 3] - boxes[j, 1]) * mpp
+                turn = _turn_from_box(bw, bh, comp.size_mm, math.degrees(theta) + comp.rotation_deg)
+            out[i] = (offset, turn, float(confs[j]))
+        return out
+
+
+# -- geometry -----------------------------------------------------------------------------------------
+
+
+def _rot(theta: float) -> np.ndarray:
+    c, s = math.cos(theta), math.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def _transform(points: np.ndarray, theta: float, t: np.ndarray) -> np.ndarray:
+    return points @ _rot(theta).T + t
+
+
+def _match(expected: np.ndarray, found: np.ndarray, kind_ok: np.ndarray, radius: float) -> list[tuple[int, int]]:
+    """Nominal components to detections, one to one, same kind, within ``radius`` (Hungarian)."""
+    if len(expected) == 0 or len(found) == 0:
+        return []
+    dist = np.linalg.norm(expected[:, None, :] - found[None, :, :], axis=2)
+    cost = np.where(kind_ok & (dist <= radius), dist, 1e6)
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] < 1e6]
+
+
+def _fit(nominal: np.ndarray, found: np.ndarray) -> tuple[float, np.ndarray]:
+    """Least-squares rotation and translation taking ``nominal`` onto ``found`` (2-D Kabsch)."""
+    mn, mf = nominal.mean(axis=0), found.mean(axis=0)
+    a, b = nominal - mn, found - mf
+    theta = math.atan2(float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])), float(np.sum(a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1])))
+    return theta, mf - _rot(theta) @ mn
+
+
+def _fit_pairs(nominal: np.ndarray, q: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[float, np.ndarray]:
+    """The pose from the part's box centre (the nominal origin) and the given matched components."""
+    src = np.vstack([[0.0, 0.0], nominal[[i for i, _ in pairs]].reshape(-1, 2)])
+    dst = np.vstack([[0.0, 0.0], q[[j for _, j in pairs]].reshape(-1, 2)])
+    return _fit(src, dst)
+
+
+def _robust_pose(nominal: np.ndarray, q: np.ndarray, pairs: list[tuple[int, int]], tolerance: float) -> tuple[float, np.ndarray, list[tuple[int, int]]]:
+    """The part's pose (turn, shift) and the components it rests on. A component whose place,
+    seen from the pose fitted without it, is beyond ``tolerance`` is left out (the worst first,
+    while two others remain), so that a misplaced component neither turns the whole part nor
+    hides its own error in the fit."""
+    use = list(pairs)
+    while len(use) > 2:
+        deleted = []
+        for k, (i, j) in enumerate(use):
+            theta_k, t_k = _fit_pairs(nominal, q, use[:k] + use[k + 1 :])
+            deleted.append(float(np.linalg.norm(_transform(nominal[i : i + 1], theta_k, t_k)[0] - q[j])))
+        worst = int(np.argmax(deleted))
+        if deleted[worst] <= tolerance:
+            break
+        use.pop(worst)
+    if len(use) < 2:  # one component cannot tell the part's turn from its own offset: take it square
+        return 0.0, np.zeros(2), use
+    theta, t = _fit_pairs(nominal, q, use)
+    return theta, t, use
+
+
+def _turn_from_box(box_w_mm: float, box_h_mm: float, size_mm: tuple[float, float], expected_deg: float) -> float:
+    """How far (deg, >= 0) a component is turned from its expected angle, read from the size of its
+    axis-aligned box: a L x W footprint turned by a fills (L + W)(|cos a| + |sin a|) of w + h. The
+    sign of a is not visible in a box; of the two readings the one closer to expected is taken."""
+    ratio = (box_w_mm + box_h_mm) / (size_mm[0] + size_mm[1])
+    ratio = min(max(ratio, 1.0), math.sqrt(2.0))
+    a = math.degrees(math.asin(ratio / math.sqrt(2.0))) - 45.0  # |turn| within [0, 45]
+    return min(abs(_fold(sign * a - expected_deg)) for sign in (1.0, -1.0))
+
+
+def _fold(deg: float) -> float:
+    """An angle modulo 90 degrees, into [-45, 45) (a box looks the same every quarter turn)."""
+    return (deg + 45.0) % 90.0 - 45.0
