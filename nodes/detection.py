@@ -60,29 +60,42 @@ class ModelError(ValueError):
 
 
 # -- finding the model file ---------------------------------------------------------------------------
-def search_roots() -> list[Path]:
-    """Where a relative model path is looked for after the current directory: the directory that
-    holds the ``lineguard`` package (the repository root of a source checkout or editable
-    install, where ``models/`` lives), then the package directory itself (a wheel that ships
-    models inside the package)."""
+def candidate_paths(model: str | Path, cwd: Path | None = None) -> list[Path]:
+    """Where a model path is looked for, in order. An absolute path is taken as is; a relative
+    one is tried against the current directory first, then — so that a shipped
+    ``models/sim-v1/model.xml`` is found from any directory and in any kind of install —
+
+    1. inside the package ``lineguard.<first part>`` (``lineguard.models`` when the models are
+       packaged: the repository's ``models/`` in an editable install, the installed copy in a wheel);
+    2. under the directory holding the ``lineguard`` package (the root of a source checkout);
+    3. under the ``lineguard`` package directory itself.
+    """
+    import importlib.util
+
     import lineguard
 
+    path = Path(model).expanduser()
+    if path.is_absolute():
+        return [path]
+    out = [(cwd or Path.cwd()) / path]
+    first, rest = (path.parts[0], path.parts[1:]) if path.parts else ("", ())
+    if first.isidentifier() and rest:
+        try:
+            spec = importlib.util.find_spec(f"lineguard.{first}")
+        except (ImportError, ValueError):
+            spec = None
+        out += [Path(location).joinpath(*rest) for location in ((spec.submodule_search_locations or []) if spec else [])]
     package_dir = Path(lineguard.__file__).resolve().parent
-    return [package_dir.parent, package_dir]
+    out += [package_dir.parent / path, package_dir / path]
+    return list(dict.fromkeys(out))
 
 
 def resolve_model_path(model: str | Path, cwd: Path | None = None) -> tuple[Path | None, list[Path]]:
-    """The model file ``model`` names, and every place that was tried.
-
-    An absolute path is taken as is. A relative one is tried against the current directory, then
-    against :func:`search_roots`. A directory stands for the single ``.xml`` (else ``.onnx``) in
-    it, so an ultralytics export folder (``best_openvino_model/``) works as a model path.
-    """
-    path = Path(model).expanduser()
-    bases = [Path()] if path.is_absolute() else [cwd or Path.cwd(), *search_roots()]
+    """The model file ``model`` names (see :func:`candidate_paths`), and every place tried. A
+    directory stands for the single ``.xml`` (else ``.onnx``) in it, so an ultralytics export
+    folder (``best_openvino_model/``) works as a model path."""
     tried: list[Path] = []
-    for base in bases:
-        candidate = path if path.is_absolute() else base / path
+    for candidate in candidate_paths(model, cwd):
         tried.append(candidate)
         if candidate.is_dir():
             for suffix in MODEL_SUFFIXES:

@@ -323,13 +323,16 @@ def test_an_onnx_model_loads_like_an_ir(tmp_path, tiny_models):
 
 # -- finding the model ---------------------------------------------------------------------------------
 def test_relative_paths_resolve_against_the_current_directory_then_the_installation(tmp_path, yolo_model):
+    import lineguard.nodes
+
     folder = yolo_model.parent
     # a folder stands for the model file in it (an ultralytics export folder)
     assert resolve_model_path(folder.name, cwd=folder.parent)[0] == yolo_model
-    # a path relative to the source checkout is found from anywhere (models/sim-v1/model.xml)
+    # models/… is looked up in the package lineguard.models wherever it is installed, like
+    # nodes/… in lineguard.nodes here, after the current directory
     found, tried = resolve_model_path("nodes/detection.py", cwd=tmp_path)
-    assert found is not None and found.parts[-2:] == ("nodes", "detection.py")
     assert tried[0] == tmp_path / "nodes/detection.py"
+    assert found == Path(lineguard.nodes.__file__).parent / "detection.py"
 
 
 # -- bad models are loud ------------------------------------------------------------------------------------
