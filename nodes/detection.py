@@ -883,6 +883,7 @@ class Detector:
         self.max_detections = int(max_detections)
         self.filter = DetectionFilter(self.info, self.thresholds, roi, {"model": str(self.info.path)})
         check_device(device, core)
+        self.other_devices = [d for d in core.available_devices if not d.startswith("CPU")]
         config = compile_config(device, precision, requests, core)
         try:
             self.compiled = core.compile_model(build_inference_model(ov_model, self.info), device, config)

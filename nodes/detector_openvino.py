@@ -137,6 +137,8 @@ class OpenVinoDetector(Node):
         self._failure: tuple[int, BaseException] | None = None
         self._detector = await self.ctx.clock.run_in_thread(self._build)
         self.ctx.log.info("loaded %s on %s, %d requests", self._detector.info.describe(), p["device"], p["requests"])
+        if p["device"] == "CPU" and self._detector.other_devices:
+            self.ctx.log.info("OpenVINO also sees %s here; device: AUTO would use them", ", ".join(self._detector.other_devices))
         self._loop = asyncio.get_running_loop()
         # One spare request: OpenVINO recycles a request only after our callback returns, so with
         # exactly `requests` of them the next start_async would wait for that on the event loop.
