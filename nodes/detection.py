@@ -423,7 +423,12 @@ class ModelInfo:
         return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else f"class{class_id}"
 
     def describe(self) -> str:
-        names = f"{len(self.class_names)} class names from {self.class_names_source}" if self.class_names else "no class names"
+        if not self.class_names:
+            names = "no class names (ids shown as class<id>)"
+        elif self.class_names_source == "generated":
+            names = f"{len(self.class_names)} classes, unnamed (class0, class1, ...)"
+        else:
+            names = f"{len(self.class_names)} class names from {self.class_names_source}"
         return f"{self.path}: layout {self.layout}, input {self.input_hw[0]}x{self.input_hw[1]}, output {list(self.output_shape)}, {names}"
 
 
