@@ -6,6 +6,7 @@ from lineguard.nodes.camera_sim import SimCamera
 from lineguard.nodes.detector_openvino import OpenVinoDetector
 from lineguard.nodes.detector_truth import TruthDetector
 from lineguard.nodes.image_stats import ImageStats
+from lineguard.nodes.inspect_rules import RuleInspector
 from lineguard.nodes.plc_modbus import ModbusPlcOutput
 from lineguard.nodes.plc_opcua import OpcUaPlcOutput
 from lineguard.nodes.record_jsonl import RecordJsonl
@@ -20,6 +21,7 @@ BUILTIN_NODES = [
     OpenVinoDetector,
     TruthDetector,
     BeltTracker,
+    RuleInspector,
     PartVote,
     ModbusPlcOutput,
     OpcUaPlcOutput,
