@@ -274,8 +274,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scenario", default="shift")
     b.set_defaults(func=lambda a: __import__("lineguard.sim.render_bench", fromlist=["main"]).main(["--frames", str(a.frames), "--scenario", a.scenario]))
 
+    _add_plugin_commands(sub, bench)
     _add_sim_commands(sub, fmt)
     return parser
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    """Commands that live with what they drive: ``detect`` and ``bench detector`` with the detector,
+    ``train`` with the learning loop (present only when their modules are)."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("lineguard.nodes.detect_cli"):
+        detect = importlib.import_module("lineguard.nodes.detect_cli")
+        detect.register(sub)
+        detect.register_bench(bench)
+    if importlib.util.find_spec("lineguard.learn.train_cli"):
+        importlib.import_module("lineguard.learn.train_cli").register(sub)
 
 
 def _add_sim_commands(sub: argparse._SubParsersAction, fmt: type) -> None:
@@ -286,7 +301,7 @@ def _add_sim_commands(sub: argparse._SubParsersAction, fmt: type) -> None:
     modules = [m for m in ("lineguard.sim.render_cli", "lineguard.sim.plc_cli", "lineguard.sim.eval_cli") if importlib.util.find_spec(m)]
     if not modules:
         return
-    p = sub.add_parser("sim", help="simulated line: datasets, previews, virtual PLC", formatter_class=fmt)
+    p = sub.add_parser("sim", help="simulated line: score a recipe (eval), datasets, previews, virtual PLC", formatter_class=fmt)
     sim_sub = p.add_subparsers(dest="sim_command", metavar="WHAT", required=True)
     for name in modules:
         importlib.import_module(name).register(sim_sub)
