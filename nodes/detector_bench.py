@@ -217,7 +217,7 @@ def _node_run(model: Path, frame: np.ndarray, count: int, ping: bool, requests: 
     sent, received = np.array(_BenchImages.sent_ns, np.int64), np.array(_BenchSink.received_ns, np.int64)
     elapsed_s = (received[-1] - sent[0]) / 1e9
     cpu_ms = (_BenchSink.cpu_s - _BenchImages.cpu_s[0]) / count * 1e3
-    return count / elapsed_s, cpu_ms, (received - sent) / 1e6, list(_BenchSink.detections)
+    return float(count / elapsed_s), float(cpu_ms), (received - sent) / 1e6, list(_BenchSink.detections)
 
 
 # -- the benchmark ------------------------------------------------------------------------------------------
