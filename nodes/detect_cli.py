@@ -265,6 +265,7 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("--image", metavar="FILE", help="input image (default: a synthetic 1280x720 frame)")
     p.add_argument("--frames", type=int, default=300, help="frames per throughput run (default 300)")
     p.add_argument("--latency-frames", type=int, default=100, help="frames sent one at a time for latency (default 100)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating raw/node runs; medians are reported (default 3)")
     p.add_argument("--requests", type=int, help="requests in flight for both (default: OpenVINO's optimal number)")
     p.add_argument("--imgsz", type=int, default=320, help="synthetic model input size (default 320)")
     p.add_argument("--device", default="CPU")
@@ -275,7 +276,7 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> argparse.Arg
         from lineguard.nodes.detector_bench import bench_detector
 
         try:
-            result = bench_detector(args.model, image=args.image, frames=args.frames, latency_frames=args.latency_frames, requests=args.requests, device=args.device, precision=args.precision, imgsz=args.imgsz)
+            result = bench_detector(args.model, image=args.image, frames=args.frames, latency_frames=args.latency_frames, rounds=args.rounds, requests=args.requests, device=args.device, precision=args.precision, imgsz=args.imgsz)
         except (ModelError, InputError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_INVALID

@@ -117,9 +117,9 @@ def test_a_missing_input_or_model_is_named_with_exit_code_1(yolo_model, frame_pn
 
 
 def test_bench_detector_prints_both_fps_the_ratio_and_latency(yolo_model, capsys):
-    assert run_cli(["bench", "detector", str(yolo_model), "--frames", "20", "--latency-frames", "5", "--requests", "2", "--json"]) == 0
+    assert run_cli(["bench", "detector", str(yolo_model), "--frames", "20", "--latency-frames", "5", "--rounds", "2", "--requests", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["requests"] == 2 and result["layout"] == "yolo"
+    assert result["requests"] == 2 and result["layout"] == "yolo" and len(result["runs_fps"]) == 2
     for side in ("raw", "node"):
         assert result[side]["fps"] > 0 and result[side]["p99_ms"] >= result[side]["p50_ms"] > 0
     assert result["ratio_fps"] == pytest.approx(np.median([n / r for r, n in result["runs_fps"]]), rel=0.05)
