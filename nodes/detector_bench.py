@@ -23,6 +23,7 @@ NMS has work), sized like yolov8n (≈1 GMAC at 320×320, yolov8n's decoupled he
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import tempfile
@@ -234,6 +235,16 @@ def bench_detector(
     imgsz: int = 320,
 ) -> dict[str, Any]:
     """Measure raw OpenVINO and the node ``rounds`` times, alternating, and report medians."""
+    node_log = logging.getLogger("lineguard.node")
+    level = node_log.level
+    node_log.setLevel(logging.WARNING)  # the node says "loaded …" at every start; once is enough here
+    try:
+        return _bench_detector(model, image=image, frames=frames, latency_frames=latency_frames, rounds=rounds, requests=requests, device=device, precision=precision, imgsz=imgsz)
+    finally:
+        node_log.setLevel(level)
+
+
+def _bench_detector(model: str | Path | None, *, image: str | Path | None, frames: int, latency_frames: int, rounds: int, requests: int | None, device: str, precision: str, imgsz: int) -> dict[str, Any]:
     import openvino as ov
 
     with tempfile.TemporaryDirectory(prefix="lineguard-bench-") as tmp:
