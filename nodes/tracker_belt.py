@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 import supervision as sv
 from scipy.optimize import linear_sum_assignment
@@ -39,8 +41,9 @@ class _Track:
     types: Counter = field(default_factory=Counter)
     truth: Counter = field(default_factory=Counter)
     drift_px_s: float = 0.0  # the part's own motion relative to the belt (slip), belt px/s
-    centre_belt_px: float | None = None  # part centre from the last sighting fully in view
+    centre_belt_px: float | None = None  # part centre from the sighting fully in view nearest the image centre
     centre_t_ns: int = 0
+    centre_off_px: float = math.inf  # how far from the image centre that sighting was
     anchor_belt_px: float | None = None  # part centre at the first sighting fully in view
     anchor_t_ns: int = 0
     max_width_px: float = 0.0  # widest box seen: the part is at least this long
@@ -64,9 +67,9 @@ class BeltTracker(Node):
 
     Every part box (``part_classes``) is moved into belt coordinates (the image box shifted back by
     the belt's travel since time 0: from the frame's encoder count, else from the recipe's belt
-    speed × capture time), where a part lies still; a small per-track drift absorbs slip. Parts are
-    then associated ByteTrack-style on IoU (Hungarian): confident boxes (``high_confidence``) first
-    against every track, the remaining boxes (down to ``min_confidence``) against the tracks still
+    speed × capture time), where a part lies still (without an encoder, a per-track drift absorbs a
+    belt speed that differs from the recipe's). Parts are then associated ByteTrack-style on IoU
+    (Hungarian): confident boxes (``high_confidence``) first against every track, the remaining boxes (down to ``min_confidence``) against the tracks still
     unmatched, and an unmatched box of at least ``new_track_confidence`` starts a track. A part
     box mostly inside a bigger one is a fragment or a duplicate and is dropped (``duplicate_ios``).
 
@@ -180,7 +183,7 @@ class BeltTracker(Node):
                 matched[int(d)] = self._start(boxes_belt[d], frame_id, t_ns)
         for d, track in matched.items():
             truth = int(t_ids[part_idx[d]]) if t_ids is not None else None
-            in_view[d] = self._observe(track, boxes_belt[d], bool(in_view[d]), str(names[part_idx[d]]), float(part_conf[d]), truth, frame_id, t_ns, travel_px, w)
+            in_view[d] = self._observe(track, boxes_belt[d], bool(in_view[d]), str(names[part_idx[d]]), float(part_conf[d]), truth, frame_id, t_ns, travel_px, w, envelope.encoder is not None)
 
         ended = self._expire(frame_id, t_ns, travel_px, w, seen={id(t) for t in matched.values()})
 
@@ -254,8 +257,13 @@ class BeltTracker(Node):
         self.tracks[track.track_id] = track
         return track
 
-    def _observe(self, track: _Track, belt_box: np.ndarray, in_view: bool, part_type: str, conf: float, truth: int | None, frame_id: int, t_ns: int, travel_px: float, width: int) -> bool:
-        """Update ``track`` with its box in this frame; returns whether the whole part is in view."""
+    def _observe(self, track: _Track, belt_box: np.ndarray, in_view: bool, part_type: str, conf: float, truth: int | None, frame_id: int, t_ns: int, travel_px: float, width: int, encoder: bool) -> bool:
+        """Update ``track`` with its box in this frame; returns whether the whole part is in view.
+
+        The part's centre is taken from the whole sighting nearest the image centre, where the
+        image scale is mm_per_px even with a tilted camera. With an encoder the belt's travel is
+        known, and a part is taken to lie still on the belt; without one, the belt speed in the
+        recipe may be off, and the part's drift against it is learnt."""
         centre = float(belt_box[0] + belt_box[2]) / 2
         if in_view:
             if track.anchor_belt_px is None:
@@ -265,10 +273,11 @@ class BeltTracker(Node):
                 v = (centre - track.anchor_belt_px) / ((t_ns - track.anchor_t_ns) / NS_PER_S)
                 if abs(v) > _MAX_DRIFT_FRACTION * speed_px_s:
                     in_view = False  # a box cut by the image edge that looked whole: not a creep
-                else:
+                elif not encoder:
                     track.drift_px_s = v
-        if in_view:
-            track.centre_belt_px, track.centre_t_ns = centre, t_ns
+        off_centre = abs(centre + travel_px - width / 2)
+        if in_view and off_centre <= track.centre_off_px:
+            track.centre_belt_px, track.centre_t_ns, track.centre_off_px = centre, t_ns, off_centre
         track.max_width_px = max(track.max_width_px, float(belt_box[2] - belt_box[0]))
         if not in_view:
             edge = self.params["edge_margin_px"]
