@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,10 @@ from lineguard.runtime.node import InPort, Node, OutPort
 MISSING = "missing_component"
 MISALIGNED = "misaligned"
 SCRATCH = "scratch"
+_SCALE_RANGE = (0.85, 1.15)  # image scale a part may be seen at, against the line's mm_per_px
+_SCALE_FRAMES = 200  # the image scale is the median over this many recent frames of a part type
+_SCALE_MIN_FRAMES = 20  # before that many, mm_per_px is taken as it is
+_SCALE_WARN = 0.02  # a scale further off than this is worth a warning
 _MIN_SAMPLES = 3  # placement is judged from the median of at least this many frames
 _STALE_FRAMES = 600  # per-part measurement state unseen this long is dropped (a lost "ended")
 
@@ -82,6 +86,16 @@ _PART_TYPE_SCHEMA = {
         "outline_tolerance_mm": {**_POSITIVE, "default": 6.0, "description": "A part box this much smaller than the outline is cut off or hidden (not inspected)."},
     },
 }
+
+
+@dataclass
+class _PartHistory:
+    """What the inspector remembers of one part: recent measurements, per component."""
+
+    last_frame_id: int
+    offsets: dict[str, deque] = field(default_factory=dict)
+    turns: dict[str, deque] = field(default_factory=dict)
+    seen: dict[str, deque] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,7 +228,9 @@ class RuleInspector(Node):
         self.kinds = tuple(dict.fromkeys((MISSING, MISALIGNED, *self.defect_classes)))
         self.mm_per_px = float(self.ctx.line["mm_per_px"])
         # per part: component name -> recent offsets (mm, part frame) and turns (deg)
-        self.history: OrderedDict[int, tuple[int, dict[str, deque], dict[str, deque], dict[str, deque]]] = OrderedDict()
+        self.history: OrderedDict[int, _PartHistory] = OrderedDict()  # per part, least recently seen first
+        self.scales: dict[str, deque] = {}  # per part type: image scale seen in recent frames (box against outline)
+        self.scale_warned: set[str] = set()
 
     async def process(self, port: str, envelope: Envelope) -> None:
         frame = envelope.payload
@@ -222,8 +238,8 @@ class RuleInspector(Node):
         for tid in frame.ended:
             self.history.pop(tid, None)
         while self.history:
-            tid, (last, *_) = next(iter(self.history.items()))
-            if envelope.frame_id - last <= _STALE_FRAMES:
+            tid, oldest = next(iter(self.history.items()))
+            if envelope.frame_id - oldest.last_frame_id <= _STALE_FRAMES:
                 break
             del self.history[tid]
         await self.ctx.emit("findings", envelope.derive(FrameFindings(frame.image_wh, findings, frame.ended)))
@@ -251,10 +267,11 @@ class RuleInspector(Node):
         if not whole:
             return PartFindings(track, False, defects, (), notes=tuple(notes))
 
-        entry = self.history.pop(track.track_id, None) or (frame_id, {}, {}, {})
-        _, offsets_hist, rot_hist, seen_hist = entry
-        self.history[track.track_id] = (frame_id, offsets_hist, rot_hist, seen_hist)  # most recent last
         m = self.params["measure_frames"]
+        hist = self.history.pop(track.track_id, None) or _PartHistory(frame_id)
+        hist.last_frame_id = frame_id
+        self.history[track.track_id] = hist  # most recently seen last
+        offsets_hist, rot_hist, seen_hist = hist.offsets, hist.turns, hist.seen
         enough = min(_MIN_SAMPLES, m)  # a median of fewer samples is one noisy box
         offsets: dict[str, float] = {}
         rotations: dict[str, float] = {}
@@ -303,21 +320,31 @@ class RuleInspector(Node):
         q = np.column_stack([((boxes[:, 0] + boxes[:, 2]) / 2 - cx) * mpp, ((boxes[:, 1] + boxes[:, 3]) / 2 - cy) * mpp])
         nominal = np.array([c.xy_mm for c in rule.components])
         kind_ok = np.array([[c.kind == k for k in kinds] for c in rule.components], bool).reshape(len(rule.components), len(kinds))
-        theta, t = 0.0, np.zeros(2)
+        box_w, box_h = (track.box_xyxy[2] - track.box_xyxy[0]) * mpp, (track.box_xyxy[3] - track.box_xyxy[1]) * mpp
+        scales = self.scales.setdefault(rule.name, deque(maxlen=_SCALE_FRAMES))
+        scale = float(np.median(scales)) if len(scales) >= _SCALE_MIN_FRAMES else 1.0
+        pose = _Pose(scale=scale)
         pairs: list[tuple[int, int]] = []
-        inliers: list[tuple[int, int]] = []
         for _ in range(2):  # match with the current pose, fit the pose, match again
-            pairs = _match(_transform(nominal, theta, t), q, kind_ok, rule.match_radius_mm)
-            theta, t, inliers = _robust_pose(nominal, q, pairs, rule.offset_tolerance_mm)
+            pairs = _match(pose.apply(nominal), q, kind_ok, rule.match_radius_mm)
+            fitted = _robust_pose(nominal, q / scale, pairs, rule.offset_tolerance_mm)
+            pose = _Pose(fitted.theta, (fitted.t[0] * scale, fitted.t[1] * scale), scale)
+        scales.append(_scale_from_box(box_w, box_h, rule, pose.theta))
+        if len(scales) == scales.maxlen and abs(scale - 1.0) > _SCALE_WARN and rule.name not in self.scale_warned:
+            self.scale_warned.add(rule.name)
+            self.ctx.count("scale_off")
+            self.ctx.log.warning(
+                "%s parts look %.1f %% %s than their outline at mm_per_px %g: check the line's mm_per_px (or the rules' outline); placements are measured at the seen scale",
+                rule.name, abs(scale - 1) * 100, "larger" if scale > 1 else "smaller", self.mm_per_px,
+            )
         out: list[Any] = [None] * len(rule.components)
-        back = _rot(-theta)
         for i, j in pairs:
             comp = rule.components[i]
-            offset = back @ (q[j] - t) - nominal[i]
+            offset = pose.to_part(q[j]) - nominal[i]
             turn = None
             if comp.check_rotation:
-                bw, bh = (boxes[j, 2] - boxes[j, 0]) * mpp, (boxes[j, 3] - boxes[j, 1]) * mpp
-                turn = _turn_from_box(bw, bh, comp.size_mm, math.degrees(theta) + comp.rotation_deg)
+                bw, bh = (boxes[j, 2] - boxes[j, 0]) * mpp / pose.scale, (boxes[j, 3] - boxes[j, 1]) * mpp / pose.scale
+                turn = _turn_from_box(bw, bh, comp.size_mm, math.degrees(pose.theta) + comp.rotation_deg)
             out[i] = (offset, turn, float(confs[j]))
         return out
 
@@ -330,8 +357,22 @@ def _rot(theta: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def _transform(points: np.ndarray, theta: float, t: np.ndarray) -> np.ndarray:
-    return points @ _rot(theta).T + t
+@dataclass(frozen=True)
+class _Pose:
+    """Where a part lies in the image (mm, relative to its box centre): turned by ``theta``,
+    shifted by ``t``, and seen at ``scale`` (the image scale there against the line's mm_per_px)."""
+
+    theta: float = 0.0
+    t: tuple[float, float] = (0.0, 0.0)
+    scale: float = 1.0
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Part-frame points (mm) to where they appear."""
+        return self.scale * points @ _rot(self.theta).T + self.t
+
+    def to_part(self, point: np.ndarray) -> np.ndarray:
+        """Where a seen point lies in the part's own frame (mm)."""
+        return _rot(-self.theta) @ (point - self.t) / self.scale
 
 
 def _match(expected: np.ndarray, found: np.ndarray, kind_ok: np.ndarray, radius: float) -> list[tuple[int, int]]:
@@ -344,40 +385,49 @@ def _match(expected: np.ndarray, found: np.ndarray, kind_ok: np.ndarray, radius:
     return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] < 1e6]
 
 
-def _fit(nominal: np.ndarray, found: np.ndarray) -> tuple[float, np.ndarray]:
-    """Least-squares rotation and translation taking ``nominal`` onto ``found`` (2-D Kabsch)."""
+def _fit(nominal: np.ndarray, found: np.ndarray) -> _Pose:
+    """Least-squares turn and shift taking ``nominal`` onto ``found`` (2-D Kabsch)."""
     mn, mf = nominal.mean(axis=0), found.mean(axis=0)
     a, b = nominal - mn, found - mf
     theta = math.atan2(float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])), float(np.sum(a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1])))
-    return theta, mf - _rot(theta) @ mn
+    t = mf - _rot(theta) @ mn
+    return _Pose(theta, (float(t[0]), float(t[1])))
 
 
-def _fit_pairs(nominal: np.ndarray, q: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[float, np.ndarray]:
+def _scale_from_box(box_w_mm: float, box_h_mm: float, rule: "_PartRule", theta: float) -> float:
+    """The image scale of a part against mm_per_px: its box (an L x W outline turned by theta
+    fills (L + W)(|cos| + |sin|) of w + h) against its outline."""
+    c, s = abs(math.cos(theta)), abs(math.sin(theta))
+    scale = (box_w_mm + box_h_mm) / ((rule.length_mm + rule.width_mm) * (c + s))
+    return min(max(scale, _SCALE_RANGE[0]), _SCALE_RANGE[1])
+
+
+def _fit_pairs(nominal: np.ndarray, q: np.ndarray, pairs: list[tuple[int, int]]) -> _Pose:
     """The pose from the part's box centre (the nominal origin) and the given matched components."""
     src = np.vstack([[0.0, 0.0], nominal[[i for i, _ in pairs]].reshape(-1, 2)])
     dst = np.vstack([[0.0, 0.0], q[[j for _, j in pairs]].reshape(-1, 2)])
     return _fit(src, dst)
 
 
-def _robust_pose(nominal: np.ndarray, q: np.ndarray, pairs: list[tuple[int, int]], tolerance: float) -> tuple[float, np.ndarray, list[tuple[int, int]]]:
-    """The part's pose (turn, shift) and the components it rests on. A component whose place,
-    seen from the pose fitted without it, is beyond ``tolerance`` is left out (the worst first,
-    while two others remain), so that a misplaced component neither turns the whole part nor
-    hides its own error in the fit."""
+def _robust_pose(nominal: np.ndarray, q: np.ndarray, pairs: list[tuple[int, int]], tolerance: float) -> _Pose:
+    """The part's pose from the components it rests on. A component whose place, seen from the
+    pose fitted without it, is beyond ``tolerance`` is left out (the worst first, while two others
+    remain), so that a misplaced component neither turns the whole part nor hides its own error in
+    the fit. One component cannot tell the part's turn from its own offset: the part is then taken
+    to lie square."""
     use = list(pairs)
     while len(use) > 2:
         deleted = []
         for k, (i, j) in enumerate(use):
-            theta_k, t_k = _fit_pairs(nominal, q, use[:k] + use[k + 1 :])
-            deleted.append(float(np.linalg.norm(_transform(nominal[i : i + 1], theta_k, t_k)[0] - q[j])))
+            pose_k = _fit_pairs(nominal, q, use[:k] + use[k + 1 :])
+            deleted.append(float(np.linalg.norm(pose_k.apply(nominal[i : i + 1])[0] - q[j])))
         worst = int(np.argmax(deleted))
         if deleted[worst] <= tolerance:
             break
         use.pop(worst)
-    if len(use) < 2:  # one component cannot tell the part's turn from its own offset: take it square
-        return 0.0, np.zeros(2), use
-    theta, t = _fit_pairs(nominal, q, use)
-    return theta, t, use
+    if len(use) < 2:
+        return _Pose()
+    return _fit_pairs(nominal, q, use)
 
 
 def _turn_from_box(box_w_mm: float, box_h_mm: float, size_mm: tuple[float, float], expected_deg: float) -> float:

@@ -70,11 +70,13 @@ def part(
     rng: np.random.Generator | None = None,
     track_id: int = 1,
     in_view: bool = True,
+    scale: float = 1.0,
 ) -> PartTrack:
     """A part as the tracker would hand it over: its box and its components' boxes in image px.
 
     ``turned_deg`` turns the whole part on the belt; ``moved[name] = (dx_mm, dy_mm, turn_deg)``
-    places a component off its nominal place (part frame); ``missing`` leaves components out."""
+    places a component off its nominal place (part frame); ``missing`` leaves components out;
+    ``scale`` is the image scale against the line's mm_per_px."""
     spec = DEFAULT_PART_TYPES[part_type]
     moved = moved or {}
     rng = rng or np.random.default_rng(0)
@@ -82,7 +84,7 @@ def part(
     c = np.array(centre_px)
 
     def box(corners_mm: np.ndarray) -> list[float]:
-        px = corners_mm @ r.T / MPP + c
+        px = corners_mm @ r.T / MPP * scale + c
         return [*px.min(axis=0), *px.max(axis=0)]
 
     def rect(length: float, width: float, at=(0.0, 0.0), turn=0.0) -> np.ndarray:
@@ -187,6 +189,19 @@ def test_a_component_off_its_place_or_turned_beyond_tolerance_is_misaligned(part
     if expect:
         assert any(n.startswith(name) for n in findings[-1].notes)
         assert "missing_component" not in findings[-1].defects
+
+
+def test_a_line_whose_mm_per_px_is_a_few_percent_off_does_not_misplace_good_parts_and_says_so():
+    # the camera sees parts 4 % larger than mm_per_px says (a changed lens or working distance)
+    node = inspector()
+    last = []  # each part's findings in the last of the 6 frames that see it
+    for k in range(40):
+        moved = {"U4": (3.0, 0.0, 0.0)} if k % 2 else {}
+        last.append(over_frames(node, lambda i: part("pcb", moved=moved, turned_deg=2.0, scale=1.04, track_id=k), frames=6)[-1])
+    good, bad = last[6::2], last[7::2]  # once the scale is learnt (20 frames)
+    assert not any("misaligned" in f.defects for f in good)
+    assert all("misaligned" in f.defects for f in bad)  # U4 3 mm off is still found
+    assert node.ctx._emitter.events["scale_off"] == 1  # and the line engineer is told, once
 
 
 def test_scratch_detections_are_scratches_wherever_the_part_is():
