@@ -8,15 +8,24 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import supervision as sv
 
 from lineguard.runtime.envelope import Envelope
 from lineguard.runtime.node import InPort, Node
 
 
 def to_jsonable(value: Any) -> Any:
-    """Payloads as JSON: objects with ``to_json()`` use it; arrays become a shape summary."""
+    """Payloads as JSON: objects with ``to_json()`` use it; detections become one record per box;
+    arrays become a shape summary."""
     if hasattr(value, "to_json"):
         return value.to_json()
+    if isinstance(value, sv.Detections):
+        names = value.data.get("class_name", [""] * len(value))
+        conf = value.confidence if value.confidence is not None else np.ones(len(value))
+        return [
+            {"class_id": int(c), "class_name": str(n), "conf": round(float(p), 5), "xyxy": [round(float(v), 2) for v in box]}
+            for c, n, p, box in zip(value.class_id, names, conf, value.xyxy)
+        ]
     if isinstance(value, np.ndarray):
         return {"array": {"shape": list(value.shape), "dtype": str(value.dtype)}}
     if isinstance(value, (np.integer, np.floating)):

@@ -9,6 +9,10 @@ import threading
 
 import pytest
 
+# `import openvino` starts a non-daemon telemetry thread once per process: import it at collection
+# so the first test that happens to load a model is not blamed for a leaked thread.
+import openvino  # noqa: F401
+
 
 def _pending_lineguard_tasks() -> list[asyncio.Task]:
     gc.collect()

@@ -82,3 +82,22 @@ def test_a_camera_does_not_wait_for_a_slow_pipeline_and_counts_what_it_skipped()
 def test_an_unknown_scenario_is_a_compile_error_naming_the_param():
     with pytest.raises(RecipeError, match=r"recipe.yaml:4:\d+: node 'cam' param 'scenario': expected a valid scenario, got: .*unknown scenario 'sunny'"):
         graph("{scenario: sunny}")
+
+
+def test_record_jsonl_writes_detections_box_by_box(tmp_path):
+    import json
+
+    text = textwrap.dedent(f"""\
+        version: 1
+        line: {{mm_per_px: 1.0}}
+        nodes:
+          cam: {{type: camera.sim, params: {{parts: 1, seed: 2, set: {{camera.resolution: vga}}}}}}
+          stats: {{type: image.stats, in: {{image: cam.image}}}}
+          det: {{type: detector.truth, params: {{image_size_px: [640, 480]}}, in: {{truth: cam.truth}}}}
+          log: {{type: record.jsonl, params: {{path: '{tmp_path}/d.jsonl'}}, in: {{items: [det.detections, stats.stats]}}}}
+    """)
+    run_graph_sync(compile_text(text), "sim")
+    records = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    boxes = [b for r in records if isinstance(r["payload"], list) for b in r["payload"]]
+    assert boxes and {"class_name", "conf", "xyxy"} <= set(boxes[0])
+    assert {b["class_name"] for b in boxes} & {"pcb", "bracket"}
