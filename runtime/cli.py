@@ -201,12 +201,22 @@ def cmd_bench_runtime(args: argparse.Namespace) -> int:
 
 # -- demo ---------------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.recipe = DEFAULT_RECIPE
-    args.set = args.set or []
-    args.metrics_port = None
-    args.json = False
-    args.max_frames = None
-    return cmd_run(args)
+    """The default recipe on the simulated line, with its virtual PLC, scored part by part."""
+    from lineguard.sim.eval_cli import cmd_eval
+
+    demo = argparse.Namespace(
+        recipe=DEFAULT_RECIPE,
+        scenario=args.scenario,
+        parts=args.parts,
+        seed=args.seed,
+        set=args.set or [],
+        json=False,
+        report=None,
+        clock=args.clock,
+        no_progress=False,
+        show_run=True,
+    )
+    return cmd_eval(demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,8 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="run the default recipe on the simulated line", description=f"Run the shipped default recipe ({DEFAULT_RECIPE}) and print a summary. Ends by itself.", formatter_class=fmt)
-    p.add_argument("--clock", choices=["sim", "wall"], help="default: the recipe's clock")
+    p = sub.add_parser(
+        "demo",
+        help="run the default recipe on the simulated line and score every part",
+        description=f"Run the shipped default recipe ({DEFAULT_RECIPE}: simulated camera, detector, tracker, inspection rules, vote, PLC output) "
+        "against the simulated conveyor and a virtual PLC on loopback, in real time, then print the run and a part-by-part score. Ends by itself.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--clock", choices=["sim", "wall"], default="wall", help="wall: real time; sim: as fast as the CPU allows")
+    p.add_argument("--scenario", default="nominal", help="scenario preset: nominal, shift or harsh")
+    p.add_argument("--parts", type=int, default=12, help="parts on the belt")
+    p.add_argument("--seed", type=int, default=2026, help="scenario seed")
     p.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help=set_help)
     p.set_defaults(func=cmd_demo)
 

@@ -264,8 +264,9 @@ def _progress(total: int, enabled: bool) -> Iterator[Any]:
         yield lambda n=1: progress.advance(task, n)
 
 
-def evaluate(graph: CompiledGraph, *, scenario_label: str = "", progress: bool = False, plc_port: int | None = None) -> EvalResult:
-    """Run ``graph`` (already pointed at its scenario) on the sim clock and score every part.
+def evaluate(graph: CompiledGraph, *, scenario_label: str = "", progress: bool = False, plc_port: int | None = None, clock: str = "sim") -> EvalResult:
+    """Run ``graph`` (already pointed at its scenario) and score every part; on the sim clock by
+    default, or in real time (``clock="wall"``, as the demo does).
 
     With a PLC output in the graph, ``plc_port`` is where its virtual PLC listens (the caller
     compiled the graph with the node pointed there)."""
@@ -317,7 +318,7 @@ def evaluate(graph: CompiledGraph, *, scenario_label: str = "", progress: bool =
             per_part = {p.part_id: _plain(p) for p in report.parts}
             return run, _plain(report.summary), per_part
 
-    with asyncio.Runner(loop_factory=SimEventLoop) as runner:
+    with asyncio.Runner(loop_factory=SimEventLoop if clock == "sim" else asyncio.SelectorEventLoop) as runner:
         run, plc_summary, plc_parts = runner.run(main())
 
     verdicts = [env.payload for env in verdict_envelopes]

@@ -26,6 +26,7 @@ def register(sim_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a node param (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary and every part as JSON")
     p.add_argument("--report", metavar="DIR", help="write eval.json and PNG plots (confusion matrix, threshold sweep, decision margins) to DIR")
+    p.add_argument("--clock", choices=["sim", "wall"], default="sim", help="sim: as fast as the CPU allows; wall: real time, as on a line")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -64,7 +65,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_INVALID
     try:
-        result = evaluate(graph, scenario_label=args.scenario, progress=not args.no_progress and not args.json, plc_port=port)
+        result = evaluate(graph, scenario_label=args.scenario, progress=not args.no_progress and not args.json, plc_port=port, clock=args.clock)
     except NodeFailure as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -74,6 +75,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
+        if getattr(args, "show_run", False):
+            from lineguard.runtime.report import print_report
+
+            print_report(result.run)
         print_summary(result.summary())
     return EXIT_OK
 
