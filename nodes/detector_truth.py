@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import supervision as sv
 
-from lineguard.nodes.parts_model import IMAGE_WH, TRUTH_PART_ID
+from lineguard.nodes.parts_model import IMAGE_HW, TRUTH_PART_ID
 from lineguard.runtime.envelope import Envelope
 from lineguard.runtime.node import InPort, Node, OutPort
 from lineguard.sim.truth import CLASSES
@@ -27,7 +27,7 @@ class TruthDetector(Node):
 
     Every box carries ``data['truth_part_id']`` (the true part id, -1 for a false positive) so
     that scorers can match tracks and verdicts to parts; a real detector has no such column.
-    ``metadata['image_wh']`` is the image size, from ``image_size_px``.
+    ``metadata['image_hw']`` is the image's (height, width), from ``image_size_px``.
 
     Example:
         det:
@@ -46,7 +46,7 @@ class TruthDetector(Node):
         "properties": {
             "image_size_px": {
                 "description": "[width, height] of the camera's images (camera.sim's camera.resolution); "
-                "needed unless the frame truth carries image_wh.",
+                "needed unless the frame truth carries image_hw.",
                 "type": ["array", "null"],
                 "items": {"type": "integer", "minimum": 1},
                 "minItems": 2,
@@ -105,7 +105,7 @@ class TruthDetector(Node):
         self.miss_by_truth_class = np.array([p["class_miss_rates"].get(name, p["miss_rate"]) for name in CLASSES], np.float64)
         fp_classes = p["false_positive_classes"] if p["false_positive_classes"] is not None else self.classes
         self.fp_class_ids = np.array([self.class_index[name] for name in fp_classes], np.int64)
-        self.image_wh = tuple(int(v) for v in p["image_size_px"]) if p["image_size_px"] is not None else None
+        self.image_wh = (int(p["image_size_px"][0]), int(p["image_size_px"][1])) if p["image_size_px"] is not None else None
 
     async def process(self, port: str, envelope: Envelope) -> None:
         await self.ctx.emit("detections", envelope.derive(self.detect(envelope.payload)))
@@ -147,15 +147,15 @@ class TruthDetector(Node):
             confidence=confidence[ok].astype(np.float32),
             class_id=class_id[ok].astype(int),
             data={"class_name": np.array([self.classes[c] for c in class_id[ok]], dtype=str), TRUTH_PART_ID: part_ids[ok]},
-            metadata={IMAGE_WH: (w, h)},
+            metadata={IMAGE_HW: (h, w)},
         )
 
     def _image_wh_of(self, truth) -> tuple[int, int]:
         """The image size: from the truth when it says, else from ``image_size_px``. A wrong size
         would put every part at the wrong belt position, so a mismatch fails loud."""
-        own = getattr(truth, "image_wh", None)
+        own = getattr(truth, "image_hw", None)
         if own is not None:
-            own = (int(own[0]), int(own[1]))
+            own = (int(own[1]), int(own[0]))  # as (width, height), like image_size_px
             if self.image_wh is not None and self.image_wh != own:
                 raise ValueError(f"image_size_px {list(self.image_wh)} differs from the camera's image size {list(own)}: drop the param or fix it")
             return own

@@ -242,7 +242,7 @@ class RuleInspector(Node):
             if envelope.frame_id - oldest.last_frame_id <= _STALE_FRAMES:
                 break
             del self.history[tid]
-        await self.ctx.emit("findings", envelope.derive(FrameFindings(frame.image_wh, findings, frame.ended)))
+        await self.ctx.emit("findings", envelope.derive(FrameFindings(frame.image_hw, findings, frame.ended)))
 
     # -- one part in one frame ------------------------------------------------------------------------
 

@@ -34,8 +34,8 @@ INSUFFICIENT_EVIDENCE = "insufficient_evidence"
 # Sim-only: detector.truth attaches the true part id of every box under this data key, so that
 # scorers can match tracks and verdicts to ground truth. A real detector never sets it.
 TRUTH_PART_ID = "truth_part_id"
-# Detections may say which image they came from: metadata["image_wh"] = (width, height) px.
-IMAGE_WH = "image_wh"
+# Detections say how large their image was: metadata["image_hw"] = (height, width) px (as detector.openvino).
+IMAGE_HW = "image_hw"
 
 
 # -- belt geometry --------------------------------------------------------------------------------
@@ -88,8 +88,8 @@ class PartTrack:
     """One tracked part as seen in one frame.
 
     ``box_xyxy`` is in image pixels. ``position_mm`` is the belt position of the part's centre at
-    this frame's capture (best estimate: from frames where the whole part was in view when it is
-    cut by the image edge now). ``in_view``: the whole box lies inside the image (with the tracker's
+    this frame's capture, from its whole sighting nearest the image centre moved on by the belt's
+    travel (before the part was ever whole in view: a guess from its uncut edge). ``in_view``: the whole box lies inside the image (with the tracker's
     margin), so everything on the part could be seen. ``detections`` are the component and defect
     detections whose centre lies in the box. ``reidentified_from`` names a track that ended shortly
     before at the same belt place: the part lost its id and got this one (an id switch).
@@ -130,7 +130,7 @@ class TrackedFrame:
     """``tracker.belt``'s output for one frame: the parts seen in it, and the tracks that ended
     (left the image, or unseen for longer than the tracker's ``max_lost_frames``)."""
 
-    image_wh: tuple[int, int]
+    image_hw: tuple[int, int]
     parts: tuple[PartTrack, ...]
     ended: tuple[int, ...] = ()
     unassigned: int = 0  # component/defect detections outside every part box
@@ -138,7 +138,7 @@ class TrackedFrame:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "image_wh": list(self.image_wh),
+            "image_hw": list(self.image_hw),
             "parts": [p.to_json() for p in self.parts],
             "ended": list(self.ended),
             "unassigned": self.unassigned,
@@ -157,7 +157,7 @@ class PartFindings:
     (only then does an absent component count as missing). ``defects`` maps each defect kind seen
     in this frame to a confidence (0–1). ``judged`` lists the defect kinds this frame could judge
     (all of them when inspected). ``offsets_mm`` / ``rotations_deg`` are the measured placement
-    errors per component name (averaged over the inspector's ``measure_frames``); ``notes`` say
+    errors per component name (medians over the inspector's ``measure_frames``); ``notes`` say
     why, in words ("U3 missing", "B2 off by 4.1 mm").
     """
 
@@ -190,12 +190,12 @@ class PartFindings:
 class FrameFindings:
     """``inspect.rules``' output for one frame: findings per part, and the tracks that ended."""
 
-    image_wh: tuple[int, int]
+    image_hw: tuple[int, int]
     parts: tuple[PartFindings, ...]
     ended: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"image_wh": list(self.image_wh), "parts": [p.to_json() for p in self.parts], "ended": list(self.ended)}
+        return {"image_hw": list(self.image_hw), "parts": [p.to_json() for p in self.parts], "ended": list(self.ended)}
 
 
 # -- vote.part --------------------------------------------------------------------------------------

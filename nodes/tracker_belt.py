@@ -13,7 +13,7 @@ from scipy.optimize import linear_sum_assignment
 from supervision.detection.utils.iou_and_nms import box_iou_batch
 
 from lineguard.nodes.parts_model import (
-    IMAGE_WH,
+    IMAGE_HW,
     PartTrack,
     TrackedFrame,
     belt_travel_mm,
@@ -81,7 +81,7 @@ class BeltTracker(Node):
 
     Component and defect detections are assigned to the part box that contains their centre (the
     smallest, if several); the rest are counted (event ``unassigned_detections``). Needs the image
-    size, from the detections' ``metadata['image_wh']`` or ``image_size_px``.
+    size, from the detections' ``metadata['image_hw']`` or ``image_size_px``.
 
     Example:
         trk:
@@ -107,7 +107,7 @@ class BeltTracker(Node):
                 "default": ["pcb", "bracket"],
             },
             "image_size_px": {
-                "description": "[width, height] when the detections do not carry metadata['image_wh'].",
+                "description": "[width, height] when the detections do not carry metadata['image_hw'].",
                 "type": ["array", "null"],
                 "items": {"type": "integer", "minimum": 1},
                 "minItems": 2,
@@ -213,7 +213,7 @@ class BeltTracker(Node):
                 )
             )
         parts.sort(key=lambda pt: pt.track_id)
-        return TrackedFrame((w, h), tuple(parts), tuple(ended), unassigned, len(self.tracks))
+        return TrackedFrame((h, w), tuple(parts), tuple(ended), unassigned, len(self.tracks))
 
     async def flush(self) -> None:
         """End of stream: nothing more to emit (vote.part decides the tracks still open)."""
@@ -221,11 +221,12 @@ class BeltTracker(Node):
     # -- helpers -------------------------------------------------------------------------------------
 
     def _image_wh(self, detections: sv.Detections) -> tuple[int, int]:
-        wh = detections.metadata.get(IMAGE_WH) if detections.metadata else None
+        hw = detections.metadata.get(IMAGE_HW) if detections.metadata else None
+        if hw is not None:
+            return int(hw[1]), int(hw[0])
+        wh = self.params["image_size_px"]
         if wh is None:
-            wh = self.params["image_size_px"]
-        if wh is None:
-            raise ValueError("tracker.belt needs the image size: the detections carry no metadata['image_wh'], so set params.image_size_px to the camera's [width, height]")
+            raise ValueError("tracker.belt needs the image size: the detections carry no metadata['image_hw'], so set params.image_size_px to the camera's [width, height]")
         return int(wh[0]), int(wh[1])
 
     def _without_duplicates(self, xyxy: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -82,7 +82,7 @@ def test_a_perfect_detector_reproduces_every_visible_truth_box_with_class_names_
         assert list(det.data["class_name"]) == [CLASSES[c] for c in truth.class_ids]
         assert list(det.class_id) == list(truth.class_ids)  # default classes are the sim's, in order
         assert list(det.data["truth_part_id"]) == list(truth.part_ids)
-        assert det.metadata["image_wh"] == (640, 480)
+        assert det.metadata["image_hw"] == (480, 640)
         assert np.all((det.confidence >= 0.85) & (det.confidence <= 0.99))
 
 

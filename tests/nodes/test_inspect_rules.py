@@ -110,7 +110,7 @@ def part(
 def judge(node: RuleInspector, tracks: list[PartTrack], ended: tuple[int, ...] = ()) -> list[PartFindings]:
     frame = getattr(node, "_frame", 0)
     node._frame = frame + 1  # type: ignore[attr-defined]
-    asyncio.run(node.process("tracks", Envelope(frame, 0, TrackedFrame((640, 480), tuple(tracks), ended), 0)))
+    asyncio.run(node.process("tracks", Envelope(frame, 0, TrackedFrame((480, 640), tuple(tracks), ended), 0)))
     out: FrameFindings = node.ctx._emitter.out["findings"][-1].payload
     return list(out.parts)
 

@@ -94,7 +94,7 @@ class Belt:
                 confidence=np.array(conf, np.float32),
                 class_id=np.array([0 if n == "pcb" else 2 for n in names], int),
                 data={"class_name": np.array(names, dtype=str), "truth_part_id": np.array(pids, np.int64)},
-                metadata={"image_wh": (W, H)},
+                metadata={"image_hw": (H, W)},
             )
             encoder = round(travel * self.line["encoder_counts_per_mm"]) if self.encoder else None
             yield Envelope(i, t_ns, det, encoder)
@@ -262,7 +262,7 @@ def test_tracker_state_stays_bounded_over_ten_thousand_parts():
         for env in belt.frames():
             await tracker.process("detections", env)
             tracked = t_rec.out["tracks"].pop()
-            findings = FrameFindings(tracked.payload.image_wh, tuple(PartFindings(p, True) for p in tracked.payload.parts), tracked.payload.ended)
+            findings = FrameFindings(tracked.payload.image_hw, tuple(PartFindings(p, True) for p in tracked.payload.parts), tracked.payload.ended)
             await vote.process("findings", tracked.derive(findings))
             verdicts += len(v_rec.out["verdicts"])
             v_rec.out["verdicts"].clear()

@@ -59,7 +59,7 @@ class Line:
     def feed(self, parts: list[PartFindings], ended: tuple[int, ...] = ()) -> None:
         t_ns = round(self.frame * 1e9 / FPS)
         enc = round(400.0 * t_ns / 1e9 * 10) if self.encoder else None
-        env = Envelope(self.frame, t_ns, FrameFindings((640, 480), tuple(parts), ended), enc)
+        env = Envelope(self.frame, t_ns, FrameFindings((480, 640), tuple(parts), ended), enc)
         asyncio.run(self.node.process("findings", env))
         self.frame += 1
 
