@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -290,10 +291,10 @@ class RuleInspector(Node):
                     continue
                 offset_xy, turn_deg, det_conf = found
                 oh = offsets_hist.setdefault(comp.name, deque(maxlen=m))
-                oh.append(offset_xy)
+                oh.append((float(offset_xy[0]), float(offset_xy[1])))
                 if len(oh) >= enough:
                     placement_judged = True
-                    offsets[comp.name] = float(np.hypot(*np.median(np.array(oh), axis=0)))
+                    offsets[comp.name] = math.hypot(statistics.median(o[0] for o in oh), statistics.median(o[1] for o in oh))
                     if offsets[comp.name] > rule.offset_tolerance_mm:
                         defects[MISALIGNED] = max(defects.get(MISALIGNED, 0.0), det_conf)
                         notes.append(f"{comp.name} off by {offsets[comp.name]:.1f} mm")
@@ -303,7 +304,7 @@ class RuleInspector(Node):
                 rh.append(turn_deg)
                 if len(rh) >= enough:
                     placement_judged = True
-                    rotations[comp.name] = float(np.median(rh))
+                    rotations[comp.name] = statistics.median(rh)
                     if rotations[comp.name] > rule.rotation_tolerance_deg:
                         defects[MISALIGNED] = max(defects.get(MISALIGNED, 0.0), det_conf)
                         notes.append(f"{comp.name} turned by {rotations[comp.name]:.0f} deg")
@@ -394,6 +395,23 @@ def _fit(nominal: np.ndarray, found: np.ndarray) -> _Pose:
     return _Pose(theta, (float(t[0]), float(t[1])))
 
 
+def _left_out_residuals(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """For every point k but the first: how far it lies from where the fit of all the other points
+    puts it (all these fits at once, from sums: a 2-D Kabsch fit needs only them)."""
+    n = len(src) - 1  # points in each fit
+    a, b = src[1:], dst[1:]
+    mean_a = (src.sum(axis=0) - a) / n
+    mean_b = (dst.sum(axis=0) - b) / n
+    dot = (np.sum(src * dst) - np.sum(a * b, axis=1)) - n * np.sum(mean_a * mean_b, axis=1)
+    cross_all = float(np.sum(src[:, 0] * dst[:, 1] - src[:, 1] * dst[:, 0]))
+    cross = (cross_all - (a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])) - n * (mean_a[:, 0] * mean_b[:, 1] - mean_a[:, 1] * mean_b[:, 0])
+    theta = np.arctan2(cross, dot)
+    c, s = np.cos(theta), np.sin(theta)
+    rotated = lambda p: np.column_stack([c * p[:, 0] - s * p[:, 1], s * p[:, 0] + c * p[:, 1]])  # noqa: E731
+    t = mean_b - rotated(mean_a)
+    return np.linalg.norm(rotated(a) + t - b, axis=1)
+
+
 def _scale_from_box(box_w_mm: float, box_h_mm: float, rule: "_PartRule", theta: float) -> float:
     """The image scale of a part against mm_per_px: its box (an L x W outline turned by theta
     fills (L + W)(|cos| + |sin|) of w + h) against its outline."""
@@ -417,12 +435,11 @@ def _robust_pose(nominal: np.ndarray, q: np.ndarray, pairs: list[tuple[int, int]
     to lie square."""
     use = list(pairs)
     while len(use) > 2:
-        deleted = []
-        for k, (i, j) in enumerate(use):
-            pose_k = _fit_pairs(nominal, q, use[:k] + use[k + 1 :])
-            deleted.append(float(np.linalg.norm(pose_k.apply(nominal[i : i + 1])[0] - q[j])))
-        worst = int(np.argmax(deleted))
-        if deleted[worst] <= tolerance:
+        src = np.vstack([[0.0, 0.0], nominal[[i for i, _ in use]]])
+        dst = np.vstack([[0.0, 0.0], q[[j for _, j in use]]])
+        left_out = _left_out_residuals(src, dst)
+        worst = int(np.argmax(left_out))
+        if left_out[worst] <= tolerance:
             break
         use.pop(worst)
     if len(use) < 2:
