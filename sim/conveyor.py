@@ -234,6 +234,7 @@ class Conveyor:
             class_ids=np.array(classes, np.int64),
             part_ids=np.array(pids, np.int64),
             visible=np.array(visible, np.float32),
+            image_hw=(self.resolution[1], self.resolution[0]),
         )
 
     def iter_frames(

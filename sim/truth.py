@@ -165,6 +165,7 @@ class FrameTruth:
     [j, j+1)), clipped to the image. ``class_ids`` index :data:`CLASSES`. ``part_ids`` says which
     part each box belongs to. ``visible`` is the fraction of the object inside the image and not
     hidden by a distractor (0 < visible <= 1; boxes with nothing visible are left out).
+    ``image_hw`` is the frame's (height, width), so consumers need no separate image size.
     """
 
     frame_index: int
@@ -174,6 +175,7 @@ class FrameTruth:
     class_ids: np.ndarray
     part_ids: np.ndarray
     visible: np.ndarray
+    image_hw: tuple[int, int] | None = None  # (height, width) of the frame, px
 
     def __post_init__(self) -> None:
         n = len(self.class_ids)
@@ -207,6 +209,7 @@ class FrameTruth:
             self.class_ids[mask],
             self.part_ids[mask],
             self.visible[mask],
+            self.image_hw,
         )
 
     def of_class(self, name: str) -> "FrameTruth":

@@ -142,13 +142,14 @@ def test_a_detector_trained_on_fewer_classes_numbers_its_own_and_sees_nothing_el
 
 def test_an_image_size_the_truth_does_not_fit_fails_loud_naming_the_param():
     # the camera renders 640 x 480 but the detector was told 320 x 240
-    with pytest.raises(NodeFailure, match=r"beyond image_size_px \[320, 240\]: set it to the camera's resolution"):
+    with pytest.raises(NodeFailure, match=r"image_size_px \[320, 240\] differs from the camera's image size \[640, 480\]: drop the param or fix it"):
         run_graph_sync(compile_recipe("{image_size_px: [320, 240]}"), "sim")
 
 
-def test_without_an_image_size_it_says_which_param_to_set():
-    with pytest.raises(NodeFailure, match=r"set params.image_size_px to the camera's resolution"):
-        run_graph_sync(compile_recipe("{}"), "sim")
+def test_without_an_image_size_it_takes_the_one_the_camera_reports():
+    run_graph_sync(compile_recipe("{}"), "sim")
+    detections = [payload for _, _, payload, _ in testnodes.COLLECTED["default"]]
+    assert detections and all(d.metadata["image_hw"] == (480, 640) for d in detections)
 
 
 def test_bad_params_are_compile_errors_naming_file_line_and_param():

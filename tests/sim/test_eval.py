@@ -18,7 +18,7 @@ RECIPE = textwrap.dedent("""\
     nodes:
       cam: {type: camera.sim, params: {set: {camera.resolution: vga, distractors.gloves_per_min: 0}}}
       stats: {type: image.stats, in: {image: cam.image}}
-      det: {type: detector.truth, params: {image_size_px: [640, 480]DET}, in: {truth: cam.truth}}
+      det: {type: detector.truth, params: {seed: 0DET}, in: {truth: cam.truth}}
       trk: {type: tracker.belt, in: {detections: det.detections}}
       insp: {type: inspect.rules, in: {tracks: trk.tracks}}
       vote: {type: vote.part, in: {findings: insp.findings}}
@@ -58,7 +58,7 @@ def test_a_plc_output_is_scored_by_the_virtual_plc_at_the_gate(tmp_path, capsys)
 
 
 def test_a_blind_detector_gives_insufficient_evidence_which_rejects_fail_safe(tmp_path, capsys):
-    s = run_eval(capsys, write_recipe(tmp_path, det=", miss_rate: 0.85, seed: 3"), "--parts", "12", "--seed", "1003")["summary"]
+    s = run_eval(capsys, write_recipe(tmp_path, det=", miss_rate: 0.85"), "--parts", "12", "--seed", "1003")["summary"]
     assert s["insufficient_evidence"] > 0
     assert s["escapes"] == 0  # parts the vision could not judge are rejected, never passed
 
