@@ -140,3 +140,12 @@ def test_a_stream_that_breaks_is_reopened_and_the_frames_go_on(video_server):
     assert cam["out"]["image"] == 30  # 20 before the break, 10 after reconnecting
     assert cam["dropped"] == {"reconnect": 1}
     assert [f for f, _, _, _ in COLLECTED["default"]] == list(range(30))
+
+
+def test_sources_are_told_apart_by_their_form(tmp_path):
+    from lineguard.nodes.camera_opencv import classify_source
+
+    assert classify_source(0) == "usb" and classify_source("2") == "usb"
+    assert classify_source("rtsp://127.0.0.1:8554/line") == "stream"
+    assert classify_source(str(tmp_path)) == "folder"
+    assert classify_source(str(tmp_path / "line.mp4")) == "file"
