@@ -2,6 +2,7 @@
 
 from lineguard.nodes.camera_opencv import OpenCvCamera
 from lineguard.nodes.camera_pattern import PatternCamera
+from lineguard.nodes.augment import ImageAugment
 from lineguard.nodes.camera_sim import SimCamera
 from lineguard.nodes.detector_openvino import OpenVinoDetector
 from lineguard.nodes.detector_truth import TruthDetector
@@ -18,6 +19,7 @@ BUILTIN_NODES = [
     SimCamera,
     OpenCvCamera,
     ImageStats,
+    ImageAugment,
     OpenVinoDetector,
     TruthDetector,
     BeltTracker,
