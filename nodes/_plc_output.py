@@ -145,7 +145,6 @@ class PlcOutput(Node):
             )
         self._outbox: deque[tuple[Envelope, AuditRecord]] = deque()
         self._outbox_changed = asyncio.Event()
-        self._connected = True
         self._heartbeat = 0
         self._strobe = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -241,7 +240,6 @@ class PlcOutput(Node):
         async with self._reconnect_lock:
             if self.link is not link:
                 return  # another task reconnected while we waited
-            self._connected = False
             self.ctx.count("connection_lost")
             log.error("PLC at %s lost (%s: %s); reconnecting, %d verdicts wait in the outbox; the PLC rejects every part while the heartbeat is missing",
                       self.address(), type(why).__name__, why, len(self._outbox), extra={"node": self.ctx.node_id})
@@ -260,7 +258,6 @@ class PlcOutput(Node):
                     continue
                 self.ctx.count("reconnected")
                 log.warning("PLC at %s reconnected; sending %d waiting verdicts", self.address(), len(self._outbox), extra={"node": self.ctx.node_id})
-                self._connected = True
                 return
 
     async def _heartbeat_loop(self) -> None:

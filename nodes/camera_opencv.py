@@ -83,7 +83,6 @@ class OpenCvCamera(Node):
 
     async def open(self) -> None:
         self.kind = classify_source(self.params["source"])
-        self.reconnects = 0
         self._cap: cv2.VideoCapture | None = None
         if self.kind == "folder":
             self._files = _folder_images(Path(self.params["source"]))
@@ -195,8 +194,6 @@ class OpenCvCamera(Node):
             await clock.sleep(delay)
             delay = min(delay * 2, policy["max_delay_s"])
             self._cap = await clock.run_in_thread(self._open_capture)
-            if self._cap is not None:
-                self.reconnects += 1
 
     async def close(self) -> None:
         cap = getattr(self, "_cap", None)

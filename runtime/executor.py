@@ -175,7 +175,6 @@ class Executor:
         self.stopping = False
         self.clock: Clock | None = None
         self._source_work: dict[str, asyncio.Task[None]] = {}
-        self._stop_reason: str | None = None
         self._stop_requested: asyncio.Future[None] | None = None
         self._started_wall = 0.0
         self.metrics.attach(self)
@@ -186,7 +185,6 @@ class Executor:
         if self.stopping:
             return
         self.stopping = True
-        self._stop_reason = reason
         log.info("stopping: %s; draining the graph", reason)
         for task in self._source_work.values():
             task.cancel()

@@ -308,7 +308,7 @@ def evaluate(graph: CompiledGraph, *, scenario_label: str = "", progress: bool =
             taps[f"{node_id}.audit"] = audit.append
             virtual = VirtualPlc(geometry, parts, clock, mode=graph.nodes[node_id].params["mode"])
             server_cls = _server_class(protocol)
-            async with server_cls(virtual, port=plc_port) as _server:
+            async with server_cls(virtual, port=plc_port):
                 try:
                     run = await Executor(graph, clock=clock, taps=taps, on_flow_start=[virtual.start]).run()
                     await asyncio.wait_for(virtual.wait_all_scored(), 60)
