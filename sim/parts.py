@@ -117,6 +117,11 @@ PART_TYPES: dict[str, PartType] = {
 
 FASTENER_HOLE_DIAMETER_MM = 8.5
 DUST_MAX_MM = 6.0  # dust fibres are at most this long (scratches are longer)
+# A scratch is labelled by its region: the line plus this margin on every side. A box hugging the
+# line is a 1-2 px sliver for a straight scratch, whose IoU a detector cannot learn to hit (a one
+# pixel miss halves it); a few millimetres of surface around the line are also what shows it is a
+# scratch. Stays inside the part: scratches keep scratch_margin_mm (6) from the outline.
+SCRATCH_BOX_MARGIN_MM = 3.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +279,7 @@ def plan_part(
             )
             defects.append(DefectTruth("misaligned", box, detail=detail))
     if scratch is not None:
-        pad = scratch.width_mm / 2 + 0.25
+        pad = scratch.width_mm / 2 + SCRATCH_BOX_MARGIN_MM
         shapes.append(TruthShape(CLASS_ID["scratch"], scratch.points_mm, pad))
         x0, y0, x1, y1 = _box_of(scratch.points_mm)
         length = float(np.sum(np.hypot(*np.diff(scratch.points_mm, axis=0).T)))
