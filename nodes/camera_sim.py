@@ -21,9 +21,11 @@ def line_overrides(line: dict[str, Any] | Any) -> dict[str, Any]:
 
 def scenario_for(params: Any, line: Any):
     """The scenario a ``camera.sim`` node with these params renders (also used by ``sim eval``)."""
+    from lineguard.runtime.schema import thaw
     from lineguard.sim.scenario import load_scenario
 
-    overrides: dict[str, Any] = {**line_overrides(line), **dict(params.get("set") or {})}
+    # recipe params are frozen (tuples, read-only maps); the scenario checks plain YAML values
+    overrides: dict[str, Any] = {**line_overrides(line), **thaw(dict(params.get("set") or {}))}
     if params.get("parts") is not None:
         overrides["parts.count"] = params["parts"]
     return load_scenario(params["scenario"], overrides, params.get("seed"))
