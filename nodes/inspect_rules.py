@@ -143,12 +143,15 @@ class RuleInspector(Node):
       image edge, box as large as the outline).
     - ``misaligned``: a component further than ``offset_tolerance_mm`` from its place, or turned by
       more than ``rotation_tolerance_deg``. The part's own pose (where it lies and how it is turned
-      on the belt) is fitted first from its box centre and its components, leaving out a component
-      that is off when seen from the others, so a turned part is not a misplaced component (a part
-      with fewer than two components found is taken to lie square). Offsets and turns are the
+      on the belt, and the image scale there) is fitted first from its box centre and its
+      components, leaving out a component that is off when seen from the others, so a turned part
+      is not a misplaced component (a part with fewer than two components found is taken to lie
+      square). Offsets and turns are the
       median of the part's last ``measure_frames`` frames, judged from the third frame on (a stray
       match or a noisy box does not decide). A turn is read from the size of the component's box:
-      its sign is not visible, and of the two readings the smaller is taken.
+      its sign is not visible, and of the two readings the smaller is taken. With
+      ``placement_zone_px``, placements are measured only while the part's box lies within those
+      image columns (a camera that is not square to the belt distorts the image edges most).
     - Detections of ``defect_classes`` (scratch, and a detector's own missing/misaligned boxes)
       are defects of that kind wherever the part is seen.
 
@@ -190,6 +193,14 @@ class RuleInspector(Node):
                 "default": [SCRATCH, MISSING, MISALIGNED],
             },
             "measure_frames": {"type": "integer", "minimum": 1, "default": 5, "description": "Offsets, turns and presence are taken over this many frames of a part."},
+            "placement_zone_px": {
+                "description": "Image columns [x0, x1] a part's box must lie within for its placements to be measured; null: anywhere in view. Near the image edges a camera that is not square to the belt bends the part's geometry by a millimetre or more, beyond what the per-part fit takes out.",
+                "type": ["array", "null"],
+                "items": {"type": "number", "minimum": 0},
+                "minItems": 2,
+                "maxItems": 2,
+                "default": None,
+            },
             "missing_fraction": {
                 "type": "number",
                 "exclusiveMinimum": 0,
@@ -221,6 +232,9 @@ class RuleInspector(Node):
                 problems.append((f"{where}.match_radius_mm", f"expected more than offset_tolerance_mm ({t['offset_tolerance_mm']}), so a misaligned component is still found, got {t['match_radius_mm']}"))
             if t["outline_tolerance_mm"] >= min(t["length_mm"], t["width_mm"]) / 2:
                 problems.append((f"{where}.outline_tolerance_mm", f"expected less than half the outline's smaller side ({min(t['length_mm'], t['width_mm']) / 2:g}), got {t['outline_tolerance_mm']}"))
+        zone = params["placement_zone_px"]
+        if zone is not None and zone[1] <= zone[0]:
+            problems.append(("placement_zone_px", f"expected [x0, x1] with x0 < x1, got {list(zone)}"))
         return problems
 
     async def open(self) -> None:
@@ -277,6 +291,8 @@ class RuleInspector(Node):
         offsets: dict[str, float] = {}
         rotations: dict[str, float] = {}
         placement_judged = not rule.components
+        zone = self.params["placement_zone_px"]
+        in_zone = zone is None or (zone[0] <= track.box_xyxy[0] and track.box_xyxy[2] <= zone[1])
         if rule.components:
             comp_sel = np.isin(names, [c.kind for c in rule.components])
             comp_idx = np.flatnonzero(comp_sel)
@@ -287,7 +303,7 @@ class RuleInspector(Node):
                 if seen.count(False) >= self.params["missing_fraction"] * len(seen):
                     defects[MISSING] = max(defects.get(MISSING, 0.0), track.confidence)
                     notes.append(f"{comp.name} missing")
-                if found is None:
+                if found is None or not in_zone:
                     continue
                 offset_xy, turn_deg, det_conf = found
                 oh = offsets_hist.setdefault(comp.name, deque(maxlen=m))
@@ -328,9 +344,9 @@ class RuleInspector(Node):
         pairs: list[tuple[int, int]] = []
         for _ in range(2):  # match with the current pose, fit the pose, match again
             pairs = _match(pose.apply(nominal), q, kind_ok, rule.match_radius_mm)
-            fitted = _robust_pose(nominal, q / scale, pairs, rule.offset_tolerance_mm)
-            pose = _Pose(fitted.theta, (fitted.t[0] * scale, fitted.t[1] * scale), scale)
-        scales.append(_scale_from_box(box_w, box_h, rule, pose.theta))
+            pose = _robust_pose(nominal, q, pairs, rule.offset_tolerance_mm, scale)
+        fitted = pose.scale if pose.fitted else _scale_from_box(box_w, box_h, rule, pose.theta)
+        scales.append(fitted)
         if len(scales) == scales.maxlen and abs(scale - 1.0) > _SCALE_WARN and rule.name not in self.scale_warned:
             self.scale_warned.add(rule.name)
             self.ctx.count("scale_off")
@@ -361,11 +377,13 @@ def _rot(theta: float) -> np.ndarray:
 @dataclass(frozen=True)
 class _Pose:
     """Where a part lies in the image (mm, relative to its box centre): turned by ``theta``,
-    shifted by ``t``, and seen at ``scale`` (the image scale there against the line's mm_per_px)."""
+    shifted by ``t``, and seen at ``scale`` (the image scale there against the line's mm_per_px).
+    ``fitted``: turn and scale were fitted to the part's components (not assumed)."""
 
     theta: float = 0.0
     t: tuple[float, float] = (0.0, 0.0)
     scale: float = 1.0
+    fitted: bool = False
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         """Part-frame points (mm) to where they appear."""
@@ -387,29 +405,31 @@ def _match(expected: np.ndarray, found: np.ndarray, kind_ok: np.ndarray, radius:
 
 
 def _fit(nominal: np.ndarray, found: np.ndarray) -> _Pose:
-    """Least-squares turn and shift taking ``nominal`` onto ``found`` (2-D Kabsch)."""
+    """Least-squares turn, scale and shift taking ``nominal`` onto ``found`` (2-D Umeyama).
+
+    The scale is fitted per part and frame because it is not one number for the whole image: a
+    camera that is not square to the belt sees the near side of the image larger than the far side
+    (5 % across the image at a 6 degree tilt), so one mm_per_px misplaces components by millimetres
+    at the image edges. Kept within the range a part may be seen at."""
     mn, mf = nominal.mean(axis=0), found.mean(axis=0)
     a, b = nominal - mn, found - mf
-    theta = math.atan2(float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])), float(np.sum(a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1])))
-    t = mf - _rot(theta) @ mn
-    return _Pose(theta, (float(t[0]), float(t[1])))
+    dot = float(np.sum(a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1]))
+    cross = float(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]))
+    spread = float(np.sum(a * a))
+    theta = math.atan2(cross, dot)
+    scale = min(max(math.hypot(dot, cross) / spread, _SCALE_RANGE[0]), _SCALE_RANGE[1]) if spread > 0 else 1.0
+    t = mf - scale * (_rot(theta) @ mn)
+    return _Pose(theta, (float(t[0]), float(t[1])), scale, True)
 
 
 def _left_out_residuals(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """For every point k but the first: how far it lies from where the fit of all the other points
-    puts it (all these fits at once, from sums: a 2-D Kabsch fit needs only them)."""
-    n = len(src) - 1  # points in each fit
-    a, b = src[1:], dst[1:]
-    mean_a = (src.sum(axis=0) - a) / n
-    mean_b = (dst.sum(axis=0) - b) / n
-    dot = (np.sum(src * dst) - np.sum(a * b, axis=1)) - n * np.sum(mean_a * mean_b, axis=1)
-    cross_all = float(np.sum(src[:, 0] * dst[:, 1] - src[:, 1] * dst[:, 0]))
-    cross = (cross_all - (a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])) - n * (mean_a[:, 0] * mean_b[:, 1] - mean_a[:, 1] * mean_b[:, 0])
-    theta = np.arctan2(cross, dot)
-    c, s = np.cos(theta), np.sin(theta)
-    rotated = lambda p: np.column_stack([c * p[:, 0] - s * p[:, 1], s * p[:, 0] + c * p[:, 1]])  # noqa: E731
-    t = mean_b - rotated(mean_a)
-    return np.linalg.norm(rotated(a) + t - b, axis=1)
+    puts it."""
+    out = np.empty(len(src) - 1)
+    for k in range(1, len(src)):
+        keep = np.arange(len(src)) != k
+        out[k - 1] = float(np.linalg.norm(_fit(src[keep], dst[keep]).apply(src[k : k + 1])[0] - dst[k]))
+    return out
 
 
 def _scale_from_box(box_w_mm: float, box_h_mm: float, rule: "_PartRule", theta: float) -> float:
@@ -427,12 +447,12 @@ def _fit_pairs(nominal: np.ndarray, q: np.ndarray, pairs: list[tuple[int, int]])
     return _fit(src, dst)
 
 
-def _robust_pose(nominal: np.ndarray, q: np.ndarray, pairs: list[tuple[int, int]], tolerance: float) -> _Pose:
-    """The part's pose from the components it rests on. A component whose place, seen from the
-    pose fitted without it, is beyond ``tolerance`` is left out (the worst first, while two others
-    remain), so that a misplaced component neither turns the whole part nor hides its own error in
-    the fit. One component cannot tell the part's turn from its own offset: the part is then taken
-    to lie square."""
+def _robust_pose(nominal: np.ndarray, q: np.ndarray, pairs: list[tuple[int, int]], tolerance: float, scale: float) -> _Pose:
+    """The part's pose from its box centre and the components it rests on. A component whose
+    place, seen from the pose fitted without it, is beyond ``tolerance`` is left out (the worst
+    first, while two others remain), so that a misplaced component neither turns nor stretches the
+    whole part nor hides its own error in the fit. One component cannot tell the part's turn from
+    its own offset: the part is then taken to lie square at ``scale``."""
     use = list(pairs)
     while len(use) > 2:
         src = np.vstack([[0.0, 0.0], nominal[[i for i, _ in use]]])
@@ -443,7 +463,7 @@ def _robust_pose(nominal: np.ndarray, q: np.ndarray, pairs: list[tuple[int, int]
             break
         use.pop(worst)
     if len(use) < 2:
-        return _Pose()
+        return _Pose(scale=scale)
     return _fit_pairs(nominal, q, use)
 
 

@@ -21,6 +21,7 @@ from lineguard.runtime.envelope import Envelope
 from lineguard.runtime.errors import RecipeError
 from lineguard.runtime.loader import load_text
 from lineguard.runtime.node import Node, NodeContext, OutPort
+from lineguard.sim.conveyor import _apply_h, _tilt_homography
 from lineguard.sim.parts import PART_TYPES
 
 LINE = {"belt_speed_mm_s": 400.0, "mm_per_px": 0.5, "encoder_counts_per_mm": 10.0, "reject_distance_mm": 800.0}
@@ -71,12 +72,14 @@ def part(
     track_id: int = 1,
     in_view: bool = True,
     scale: float = 1.0,
+    view: np.ndarray | None = None,
 ) -> PartTrack:
     """A part as the tracker would hand it over: its box and its components' boxes in image px.
 
     ``turned_deg`` turns the whole part on the belt; ``moved[name] = (dx_mm, dy_mm, turn_deg)``
     places a component off its nominal place (part frame); ``missing`` leaves components out;
-    ``scale`` is the image scale against the line's mm_per_px."""
+    ``scale`` is the image scale against the line's mm_per_px; ``view`` a homography from the
+    square-on image to a tilted camera's (boxes are then those of the tilted corners)."""
     spec = DEFAULT_PART_TYPES[part_type]
     moved = moved or {}
     rng = rng or np.random.default_rng(0)
@@ -85,6 +88,8 @@ def part(
 
     def box(corners_mm: np.ndarray) -> list[float]:
         px = corners_mm @ r.T / MPP * scale + c
+        if view is not None:
+            px = _apply_h(view, px)
         return [*px.min(axis=0), *px.max(axis=0)]
 
     def rect(length: float, width: float, at=(0.0, 0.0), turn=0.0) -> np.ndarray:
@@ -204,6 +209,31 @@ def test_a_line_whose_mm_per_px_is_a_few_percent_off_does_not_misplace_good_part
     assert node.ctx._emitter.events["scale_off"] == 1  # and the line engineer is told, once
 
 
+@pytest.mark.parametrize("tilt", [(5.0, -5.0), (6.0, -6.0), (-6.0, 6.0)])
+@pytest.mark.parametrize("part_type, name", [("pcb", "U4"), ("pcb", "U1"), ("bracket", "B3")])
+def test_a_camera_tilted_askew_leaves_good_components_in_place_and_still_finds_a_3_mm_offset(part_type, name, tilt):
+    # a 1280x720 camera turned ~6 deg in pitch and yaw: the part's box is not centred on the part
+    # (1.3 mm off for a board) and the image scale changes by 5 % across the image. Parts are
+    # measured where the shipped recipes measure them: boxes within columns 320-960.
+    tilted = _tilt_homography(1280, 720, 45.0, *tilt)
+    for x0 in (470, 560, 660, 750):
+        for moved, expect in (({}, False), ({name: (3.0, 0.0, 0.0)}, True)):
+            findings = over_frames(inspector(), lambda i: part(part_type, centre_px=(x0 + 8 * i, 360), turned_deg=2.0, moved=moved, view=tilted), frames=8)
+            assert ["misaligned" in f.defects for f in findings[2:]] == [expect] * 6, (x0, moved)
+            if expect:
+                assert any(n.startswith(f"{name} off by") for n in findings[-1].notes)
+
+
+def test_placements_are_measured_only_inside_the_placement_zone():
+    node = inspector(placement_zone_px=[320, 960])
+    off = {"U4": (4.0, 0.0, 0.0)}
+    near_edge = over_frames(node, lambda i: part("pcb", centre_px=(200 + 4 * i, 360), moved=off, track_id=1))
+    assert all(f.inspected and "misaligned" not in f.defects and "misaligned" not in f.judged for f in near_edge)
+    assert all("missing_component" in f.judged for f in near_edge)  # presence is still judged there
+    middle = over_frames(node, lambda i: part("pcb", centre_px=(600 + 4 * i, 360), moved=off, track_id=2))
+    assert all("misaligned" in f.defects for f in middle[2:])
+
+
 def test_scratch_detections_are_scratches_wherever_the_part_is():
     cut = judge(inspector(), [part("bracket", scratch=True, in_view=False)])[0]
     whole = judge(inspector(), [part("bracket", scratch=True)])[0]
@@ -258,6 +288,11 @@ def test_a_negative_tolerance_is_a_compile_error_naming_file_line_and_param():
                 width_mm: 100
                 offset_tolerance_mm: -1
         """)
+
+
+def test_a_placement_zone_ending_before_it_starts_is_a_compile_error():
+    with pytest.raises(RecipeError, match=r"recipe.yaml:\d+:\d+: node 'insp' param 'placement_zone_px': expected \[x0, x1\] with x0 < x1, got \[900, 300\]"):
+        compile_rules("placement_zone_px: [900, 300]\n")
 
 
 def test_rules_that_contradict_themselves_are_compile_errors():
