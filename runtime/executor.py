@@ -277,7 +277,10 @@ class Executor:
                 await self._run_consumer(rt)
             rt.state = "draining"
             assert rt.node is not None
-            await rt.node.flush()
+            try:
+                await rt.node.flush()
+            except Exception as exc:  # a failure found while draining names the node like any other
+                raise NodeFailure(rt.id, rt.type_id, None, exc) from exc
             rt.state = "done"
         except BaseException:
             rt.state = "failed"

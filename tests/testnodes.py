@@ -111,7 +111,11 @@ class Collect(Node):
     params_schema = {
         "type": "object",
         "additionalProperties": False,
-        "properties": {"key": {"type": "string", "default": "default"}, "delay_s": {"type": "number", "default": 0}},
+        "properties": {
+            "key": {"type": "string", "default": "default"},
+            "delay_s": {"type": "number", "default": 0},
+            "fail_flush": {"type": "boolean", "default": False},
+        },
     }
 
     async def open(self):
@@ -126,6 +130,8 @@ class Collect(Node):
         COLLECTED[self.params["key"]].append((envelope.frame_id, envelope.t_capture_ns, payload, self.ctx.clock.now_ns()))
 
     async def flush(self):
+        if self.params["fail_flush"]:
+            raise OSError("could not write the last batch")
         COLLECTED[self.params["key"] + ":flushed"].append(len(COLLECTED[self.params["key"]]))
 
     async def close(self):

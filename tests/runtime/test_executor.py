@@ -198,6 +198,18 @@ def test_end_of_stream_flushes_then_closes_in_reverse_order():
     assert EVENTS == ["open:src", "open:slow", "open:sink", "close:sink", "close:slow", "close:src"]
 
 
+def test_a_node_failing_at_end_of_stream_is_named_and_every_node_is_still_closed():
+    graph = graph_of("""
+    version: 1
+    nodes:
+      src:  {type: test.counter, params: {count: 3}}
+      sink: {type: test.collect, params: {fail_flush: true}, in: {in: src.out}}
+    """)
+    with pytest.raises(NodeFailure, match=r"node 'sink' \(test.collect@v1\) failed: OSError: could not write the last batch"):
+        run_graph_sync(graph, "sim")
+    assert EVENTS[-2:] == ["close:sink", "close:src"]
+
+
 def test_stop_ends_the_sources_and_drains_what_is_in_flight():
     graph = graph_of("""
     version: 1
