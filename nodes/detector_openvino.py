@@ -91,6 +91,12 @@ class OpenVinoDetector(Node):
             "class_names": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "description": "Class names by id; must match the model's class count when the model states one."},
             "requests": {"type": "integer", "minimum": 1, "maximum": 32, "default": 2, "description": "Inferences in flight (AsyncInferQueue size)."},
             "max_detections": {"type": "integer", "minimum": 1, "default": 300},
+            "timeout_s": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": 10.0,
+                "description": "An inference not finished after this long fails the node (a hung device is loud; parts it would have seen are rejected downstream as uninspected).",
+            },
             "imgsz": {
                 "description": "Input size for a model with a dynamic input: 640 or [height, width].",
                 "oneOf": [
@@ -219,13 +225,18 @@ class OpenVinoDetector(Node):
             try:
                 if not future.done():
                     async with clock.hold():
-                        await future
+                        try:
+                            await asyncio.wait_for(asyncio.shield(future), self.params["timeout_s"])
+                        except TimeoutError:
+                            raise TimeoutError(f"OpenVINO did not finish the inference within timeout_s={self.params['timeout_s']:g} s ({self.params['device']})") from None
                 detections = future.result()
                 if self._failure is None:
                     await self.ctx.emit("detections", envelope.derive(detections))
             except Exception as exc:  # reported by the next process() or by flush()
                 if self._failure is None:
                     self._failure = (envelope.frame_id, exc)
+                if isinstance(exc, TimeoutError):  # a request that never comes back: let process() see the failure
+                    self._in_flight.release()
             finally:
                 self._room.release()
 

@@ -231,3 +231,24 @@ def test_the_docstring_example_names_every_param_it_uses():
     assert "type: detector.openvino" in example
     for param in re.findall(r"(\w+):", example.split("params:", 1)[1].split("in:", 1)[0]):
         assert param in OpenVinoDetector.params_schema["properties"] or param == "scratch"
+
+
+def test_an_inference_that_never_finishes_fails_the_node_after_timeout_s(yolo_model, monkeypatch):
+    import openvino as ov
+
+    class HungDevice(ov.AsyncInferQueue):
+        """Takes frame 2 and never calls back (a device that hangs)."""
+
+        started = 0
+
+        def start_async(self, inputs, userdata=None, share_inputs=False):
+            HungDevice.started += 1
+            if HungDevice.started == 3:
+                return None
+            return super().start_async(inputs, userdata, share_inputs=share_inputs)
+
+    monkeypatch.setattr(ov, "AsyncInferQueue", HungDevice)
+    graph = compile_recipe(recipe(yolo_model, "timeout_s: 0.5, requests: 1", "count: 3"))
+    with pytest.raises(NodeFailure, match=r"node 'det' \(detector.openvino@v1\) failed.*frame 2.*TimeoutError: OpenVINO did not finish the inference within timeout_s=0.5 s \(CPU\)"):
+        run_graph_sync(graph, "sim")
+    assert [frame for frame, *_ in SEEN["default"]] == [0, 1]  # what came before is delivered, in order
