@@ -25,6 +25,7 @@ functions that need it, never by the runtime; without it those raise :class:`Mis
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -51,6 +52,7 @@ from lineguard.learn.augment import (
     PerspectiveConfig,
     augment_labelled,
 )
+from lineguard.sim.parts import SCRATCH_BOX_MARGIN_MM
 from lineguard.sim.truth import CLASSES
 
 INSTALL_HINT = "pip install 'lineguard[train]'"
@@ -437,17 +439,19 @@ def _total_loss(tloss: Any) -> float:
 # 3. Export
 
 
-def export_openvino(weights: str | Path, imgsz: int, out_dir: str | Path, *, fp16: bool = True) -> Path:
+def export_openvino(weights: str | Path, imgsz: int | Sequence[int], out_dir: str | Path, *, fp16: bool = True) -> Path:
     """Export ``weights`` to ``out_dir/<stem>_openvino_model/`` (the folder name ultralytics itself
-    loads) with weights compressed to FP16; returns the ``.xml``. ultralytics' ``metadata.yaml``
-    and ``rt_info['model_info']`` (labels, pad value, scale) are kept.
+    loads) with weights compressed to FP16; returns the ``.xml``. ``imgsz``: a square input side or
+    ``(height, width)`` (e.g. 736 x 1280 for 1280 x 720 frames: no padding rows to compute).
+    ultralytics' ``metadata.yaml`` and ``rt_info['model_info']`` (labels, pad value, scale) are kept.
     """
     require_ultralytics()
     import openvino as ov
     from ultralytics import YOLO
 
     weights = Path(weights)
-    exported = Path(YOLO(str(weights)).export(format="openvino", imgsz=imgsz, dynamic=False, nms=False, verbose=False))
+    size = imgsz if isinstance(imgsz, int) else [int(v) for v in imgsz]
+    exported = Path(YOLO(str(weights)).export(format="openvino", imgsz=size, dynamic=False, nms=False, verbose=False))
     xml = next(exported.glob("*.xml"))
     target = Path(out_dir) / f"{weights.stem}_openvino_model"
     if target.resolve() != exported.resolve():
@@ -486,6 +490,7 @@ def model_metadata(
     settings: TrainSettings | None,
     ultralytics_metadata: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    input_hw: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """``metadata.yaml`` of a model folder: ultralytics' keys (``names``, ``imgsz``, ``stride``,
     ``task``, ...) so tools that read ultralytics exports understand it, plus ``lineguard``: what
@@ -494,7 +499,7 @@ def model_metadata(
     meta.setdefault("task", "detect")
     meta.setdefault("stride", 32)
     meta.setdefault("batch", 1)
-    meta["imgsz"] = [imgsz, imgsz]
+    meta["imgsz"] = [int(v) for v in input_hw] if input_hw else [imgsz, imgsz]
     meta["names"] = {i: n for i, n in enumerate(CLASSES)} if "names" not in meta else {int(k): str(v) for k, v in dict(meta["names"]).items()}
     meta["lineguard"] = {
         "name": name,
@@ -570,6 +575,8 @@ class TrainJob:
     eval_seeds: Mapping[str, int] = field(default_factory=lambda: {"nominal": 2001, "shift": 3001})
     eval_stride: int = 30
     command: str = ""
+    export_hw: tuple[int, int] | None = None  # input (height, width) of the exported model; None: imgsz x imgsz
+    weights: str | None = None  # skip training: export and evaluate these weights (trained by an earlier run of this job)
 
     @property
     def work(self) -> Path:
@@ -640,9 +647,9 @@ def model_card(metadata: Mapping[str, Any], evaluation: Mapping[str, Any], model
         f"# {lg['name']} — lineguard's default detector for the simulated line",
         "",
         f"{metadata.get('description', 'YOLO detector')}, exported to OpenVINO IR (weights FP16, "
-        f"{size_mb:.1f} MB for model.xml + model.bin). Input {metadata['imgsz'][0]}x{metadata['imgsz'][1]} letterboxed RGB /255 "
-        "(ultralytics' preprocessing; pad 114), output the ultralytics head `[1, 4 + 7, 8400]` (cx, cy, w, h, class scores; "
-        "no NMS in the model). Class names are in `rt_info['model_info']['labels']` and in `metadata.yaml`.",
+        f"{size_mb:.1f} MB for model.xml + model.bin). Input {metadata['imgsz'][0]}x{metadata['imgsz'][1]} (height x width) letterboxed RGB /255 "
+        f"(ultralytics' preprocessing; pad 114), output the ultralytics head `[1, 4 + {len(metadata['names'])}, {_anchors(metadata['imgsz'])}]` "
+        "(cx, cy, w, h, class scores; no NMS in the model). Class names are in `rt_info['model_info']['labels']` and in `metadata.yaml`.",
         "",
         "| id | class | what it is |",
         "|---:|---|---|",
@@ -652,7 +659,7 @@ def model_card(metadata: Mapping[str, Any], evaluation: Mapping[str, Any], model
         "bracket": "a 140 x 70 mm brushed steel plate",
         "chip": "an IC on a pcb (QFP, SOIC, QFN), present",
         "fastener": "a hex bolt on a bracket, present",
-        "scratch": "a thin scratch on a part (defect)",
+        "scratch": f"a thin scratch on a part (defect); labelled by its region, the line plus {SCRATCH_BOX_MARGIN_MM:g} mm around it",
         "missing_component": "where a chip or fastener should be but is not (defect)",
         "misaligned": "a component offset or turned beyond tolerance (defect; it also gets its chip/fastener box)",
     }
@@ -698,11 +705,10 @@ def model_card(metadata: Mapping[str, Any], evaluation: Mapping[str, Any], model
             f"functions; augmentation seed {data['augment_seed']}): "
             + "; ".join(f"{k} " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in aug.items())
             + ". Then ultralytics' own (mosaic, flips, HSV, small scale/translate jitter; see `metadata.yaml`).",
-            f"- Images are scaled so the long side is {metadata['imgsz'][0]} px (what the letterbox does to a 1280x720 frame): "
-            "a scratch (0.5–0.9 mm, 1–2 px at 0.5 mm/px) stays about 1 px wide. At 320 it would be a quarter to half a pixel "
-            "and faint scratches vanish, hence a 640 input."
-            + (f" Training used {data['tile']} px tiles of those scaled frames (3 per frame, half overlapping; boxes clipped, kept "
-               f"when >= 25 % visible), so objects have their inference pixel size at a quarter of the compute per sample."
+            f"- Images are scaled so the long side is {data['imgsz']} px (what the letterbox does to a 1280x720 frame): "
+            f"a scratch (0.5–0.9 mm wide, 1–1.8 px at 0.5 mm/px) is {0.5 * 2 * data['imgsz'] / 1280:.1f}–{0.9 * 2 * data['imgsz'] / 1280:.1f} px wide there."
+            + (f" Training used {data['tile']} px tiles of those scaled frames ({_tiles_per_frame(data['imgsz'], data['tile'])} per frame, half "
+               "overlapping; boxes clipped, kept when >= 25 % visible), so objects have their inference pixel size at less compute per sample."
                if data.get("tile") else ""),
             "- Training labels list defect boxes first: a misaligned component has two identical boxes (its kind and `misaligned`) "
             "and ultralytics' assigner trains only the first; the evaluation truth keeps both.",
@@ -713,6 +719,11 @@ def model_card(metadata: Mapping[str, Any], evaluation: Mapping[str, Any], model
         lines.append(f"- Evaluation `{name}`: scenario `{e['scenario']}` unchanged, seed {e['seed']}, {e['frames']} frames every {e['stride']} frames "
                      f"(≈ a third of the image of belt travel, so each part is seen about 4 times), {len(e['run_seeds'])} run(s).")
     lines += ["", "## How it was made", "", "```", lg["command"], "```", ""]
+    if lg.get("weights_from"):
+        w = lg["weights_from"]
+        lines += [f"The weights were trained by an earlier run of the same job (the command without `--weights`, `--export-hw`; "
+                  f"ultralytics' arguments: " + ", ".join(f"{k}={v}" for k, v in w["train_args"].items() if k != "data")
+                  + f"); this run exported them and evaluated the export. sha256 of the weights: `{w['sha256'][:16]}…`.", ""]
     t = lg.get("timings_s") or {}
     if t:
         lines.append("Wall time on 2 CPU cores (no GPU): " + ", ".join(f"{k[:-2]} {v / 60:.1f} min" for k, v in t.items())
@@ -738,6 +749,19 @@ def model_card(metadata: Mapping[str, Any], evaluation: Mapping[str, Any], model
     return "\n".join(lines)
 
 
+def _anchors(input_hw: Sequence[int]) -> int:
+    """Predictions of a YOLOv8/11 head for an input of ``input_hw``: one per cell at strides 8, 16, 32."""
+    h, w = int(input_hw[0]), int(input_hw[1])
+    return sum((h // s) * (w // s) for s in (8, 16, 32))
+
+
+def _tiles_per_frame(imgsz: int, tile: int, frame_wh: tuple[int, int] = (1280, 720)) -> int:
+    """Tiles :func:`build_sim_dataset` cuts from a sim frame scaled to a long side of ``imgsz``."""
+    w = imgsz
+    h = round(frame_wh[1] * imgsz / frame_wh[0])
+    return len(tile_positions(w, tile)) * len(tile_positions(h, tile))
+
+
 def refresh_model_card(model_dir: str | Path) -> Path:
     """Rewrite ``model_dir/README.md`` from its ``metadata.yaml`` and ``eval.json``."""
     folder = Path(model_dir)
@@ -755,6 +779,8 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
     from lineguard.learn.evaluate import write_pr_curve
 
     require_ultralytics()  # fail before rendering anything
+    if job.weights is not None and not Path(job.weights).is_file():
+        raise ValueError(f"--weights: expected a trained .pt file, got {job.weights!r} (not found)")
     settings = job.settings
     model_dir = Path(job.out) / job.name
     if model_dir.exists() and any(model_dir.iterdir()):
@@ -799,13 +825,17 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
             def on_batch(epoch: int, epochs: int, i: int, n: int, loss: float) -> None:
                 bar.update(task, total=epochs * n, completed=epoch * n + i, info=f"epoch {epoch + 1}/{epochs} loss {loss:.3f}")
 
-            best = train_yolo(data_yaml, work / "run", settings, on_batch=on_batch, log=log)
-            timings["train_s"] = time.time() - t
+            if job.weights is None:
+                best = train_yolo(data_yaml, work / "run", settings, on_batch=on_batch, log=log)
+                timings["train_s"] = time.time() - t
+            else:
+                best = Path(job.weights)
+                log(f"weights: {best} (not trained again)")
 
             # 3. export
             t = time.time()
             task = bar.add_task("export", total=1, info="OpenVINO IR, FP16")
-            ir_xml = export_openvino(best, settings.imgsz, work)
+            ir_xml = export_openvino(best, job.export_hw or settings.imgsz, work)
             bar.advance(task)
             timings["export_s"] = time.time() - t
 
@@ -825,9 +855,10 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
             data={**data_summary, "eval": {s: {"scenario": s, "seed": job.eval_seeds[s], "frames": job.eval_frames, "stride": job.eval_stride, "run_seeds": eval_run_seeds[s]} for s in reports}},
             settings=settings,
             ultralytics_metadata=ultra_meta,
-            extra={"timings_s": {k: round(v, 1) for k, v in timings.items()}},
+            extra={"timings_s": {k: round(v, 1) for k, v in timings.items()}, **({"weights_from": _weights_record(best)} if job.weights else {})},
+            input_hw=job.export_hw,
         )
-        evaluation = {"model": job.name, "imgsz": settings.imgsz, "classes": list(CLASSES), "sets": reports}
+        evaluation = {"model": job.name, "imgsz": list(job.export_hw or (settings.imgsz, settings.imgsz)), "classes": list(CLASSES), "sets": reports}
         write_model_folder(model_dir, ir_xml, metadata, evaluation, plots=[pr_png])
         (model_dir / "README.md").write_text(model_card(metadata, evaluation, model_dir), encoding="utf-8")
         log(f"wrote {model_dir} in {timings['total_s']:.0f} s")
@@ -839,6 +870,16 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
         **{f"{s}_map50": round(r["map50"], 4) for s, r in reports.items()},
         **{f"{s}_map50_95": round(r["map50_95"], 4) for s, r in reports.items()},
     }
+
+
+def _weights_record(weights: Path) -> dict[str, Any]:
+    """Where reused weights came from: their file, digest and the training arguments ultralytics
+    saved beside them (``run/args.yaml``)."""
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    args_yaml = weights.parent.parent / "args.yaml"
+    args = yaml.safe_load(args_yaml.read_text(encoding="utf-8")) if args_yaml.is_file() else {}
+    keep = ("model", "epochs", "imgsz", "batch", "optimizer", "lr0", "seed", "data")
+    return {"path": str(weights), "sha256": digest, "train_args": {k: args[k] for k in keep if k in args}}
 
 
 def command_line() -> str:

@@ -38,6 +38,15 @@ def _eval_seeds(pairs: list[str] | None) -> dict[str, int]:
     return seeds
 
 
+def _export_hw(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.replace("x", ",").split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) >= 32 and int(p) % 32 == 0 for p in parts):
+        raise ValueError(f"--export-hw {text!r}: expected HEIGHT,WIDTH, multiples of 32, e.g. 736,1280")
+    return int(parts[0]), int(parts[1])
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from lineguard.learn.train import MissingTrainExtra, TrainJob, TrainSettings, command_line, run_training
 
@@ -54,6 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_frames=args.eval_frames,
             eval_seeds=_eval_seeds(args.eval),
             command=command_line(),
+            export_hw=_export_hw(args.export_hw),
+            weights=args.weights,
         )
         summary = run_training(job, progress=not args.no_progress)
     except MissingTrainExtra as exc:
@@ -130,6 +141,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default=None, metavar="DIR", help="dataset, training run and eval sets (default: out/train/NAME)")
     p.add_argument("--eval-frames", type=int, default=400, help="images per evaluation set")
     p.add_argument("--eval", action="append", metavar="SCENARIO=SEED", help="evaluation sets (default: nominal=2001 shift=3001; repeatable)")
+    p.add_argument("--export-hw", default=None, metavar="H,W", help="input of the exported model, e.g. 736,1280 for 1280x720 frames (no padding rows to compute: ~1.7x faster than 1280x1280); default IMGSZ,IMGSZ")
+    p.add_argument("--weights", default=None, metavar="PT", help="skip training: export and evaluate these weights, trained by an earlier run of the same command (e.g. to export at another --export-hw)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

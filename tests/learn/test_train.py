@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from lineguard.learn import train_cli
+from lineguard.runtime.cli import main
 from lineguard.learn.evaluate import IrDetector, evaluate_model, map_report, read_class_names
 from lineguard.learn.train import (
     MissingTrainExtra,
@@ -281,6 +282,27 @@ def test_the_model_card_reports_every_class_for_every_set_and_says_whether_targe
     assert all(f"| `{c}` |" in card for c in CLASSES)
     assert "| `scratch` | 0.500 | 0.800 | 0.900 / 0.950 | 10 | 0.500 |" in card
     assert "lineguard train --name m" in card and "AGPL-3.0" in card
+
+
+def test_a_model_exported_at_the_cameras_aspect_says_its_input_and_output_shape(tmp_path):
+    meta = model_metadata(name="r", imgsz=1280, command="lineguard train --name r --export-hw 736,1280", data={"dataset": "mine"}, settings=TrainSettings(imgsz=1280), input_hw=(736, 1280))
+    assert meta["imgsz"] == [736, 1280]
+    card = model_card(meta, {"sets": {}}, tmp_path)
+    # 92 x 160 + 46 x 80 + 23 x 40 predictions at strides 8, 16 and 32
+    assert "Input 736x1280 (height x width)" in card and "`[1, 4 + 7, 19320]`" in card
+
+
+@pytest.mark.parametrize("value", ["700,1280", "736", "736,1280,3", "a,b"])
+def test_an_export_shape_that_is_not_two_multiples_of_32_is_refused(value, capsys):
+    assert main(["train", "--name", "x", "--export-hw", value]) == 1
+    assert f"--export-hw {value!r}: expected HEIGHT,WIDTH, multiples of 32, e.g. 736,1280" in capsys.readouterr().err
+
+
+def test_weights_that_do_not_exist_are_refused_before_anything_is_rendered(tmp_path, capsys):
+    pytest.importorskip("ultralytics")
+    code = main(["train", "--name", "x", "--weights", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m"), "--workdir", str(tmp_path / "w")])
+    assert code == 1 and "--weights: expected a trained .pt file" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "dataset").exists()
 
 
 # -- end to end (ultralytics) ------------------------------------------------------------------
