@@ -27,6 +27,8 @@ class _Kind:
     window: deque
     best: float = 0.0
     frames: list[int] = field(default_factory=list)
+    judged: int = 0  # frames that could judge it
+    flagged: int = 0  # of those, frames that showed it
 
 
 @dataclass
@@ -52,7 +54,9 @@ class PartVote(Node):
 
     A defect kind counts when it was seen in at least ``k`` of ``n`` consecutive frames that could
     judge it (``weighting: confidence`` sums the findings' confidences instead of counting them,
-    so ``k`` is then a total confidence). A part inspected in fewer than ``min_frames`` frames
+    so ``k`` is then a total confidence), and, for the kinds in ``min_fraction``, in at least that
+    share of all the frames that judged it (a hand over a good board hides components for a while;
+    a missing one is missing throughout). A part inspected in fewer than ``min_frames`` frames
     (whole part in view) is ``insufficient_evidence``; the ``insufficient_evidence`` policy says
     what happens to it, and defaults to ``reject`` (fail safe).
 
@@ -86,6 +90,12 @@ class PartVote(Node):
             "weighting": {"enum": ["count", "confidence"], "default": "count"},
             "min_frames": {"type": "integer", "minimum": 1, "default": 3, "description": "Frames with the whole part in view needed for a verdict."},
             "insufficient_evidence": {"enum": ["reject", "pass"], "default": "reject", "description": "Verdict for a part seen too little."},
+            "min_fraction": {
+                "type": "object",
+                "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+                "default": {"missing_component": 0.5, "misaligned": 0.5},
+                "description": "Per defect kind: it must also show in at least this fraction of all the frames that judged it. A missing or misplaced component stays so for the whole pass; an operator's hand over a good part hides its components only for a while.",
+            },
             "exit_x_px": {"type": ["number", "null"], "minimum": 0, "default": None, "description": "Decide when the part centre crosses this image column; null: when its track ends."},
         },
     }
@@ -150,6 +160,8 @@ class PartVote(Node):
             state = part.kinds.setdefault(kind, _Kind(deque(maxlen=self.params["n"])))
             seen = f.defects.get(kind)
             state.window.append(0.0 if seen is None else (seen if weighted else 1.0))
+            state.judged += 1
+            state.flagged += seen is not None
             state.best = max(state.best, sum(state.window))
             if seen is not None and len(state.frames) < _EVIDENCE_FRAMES:
                 state.frames.append(envelope.frame_id)
@@ -161,7 +173,8 @@ class PartVote(Node):
         p, line = self.params, self.ctx.line
         del self.parts[part.track_id]
         self._remember(part.track_id)
-        reasons = sorted(kind for kind, s in part.kinds.items() if s.best >= p["k"] - 1e-9)
+        share = p["min_fraction"]
+        reasons = sorted(kind for kind, s in part.kinds.items() if s.best >= p["k"] - 1e-9 and s.flagged >= share.get(kind, 0.0) * s.judged)
         evidence = {kind: tuple(part.kinds[kind].frames) for kind in reasons}
         verdict = "reject" if reasons else "pass"
         if part.inspected < p["min_frames"]:

@@ -98,6 +98,18 @@ def test_a_defect_seen_too_rarely_does_not_reject():
     assert v.scores["scratch"] == 2
 
 
+def test_components_hidden_for_a_while_are_not_missing_but_missing_throughout_are():
+    # part 1: a hand covers two components for 15 of its 60 frames; part 2: one is gone all along
+    line = Line(k=3, n=5)
+    for i in range(60):
+        line.feed([seen(1, *(["missing_component"] if 20 <= i < 35 else [])), seen(2, "missing_component")])
+    line.flush()
+    by_id = {v.part_id: v for v in line.verdicts}
+    assert (by_id[1].verdict, by_id[1].reasons) == ("pass", ())
+    assert by_id[1].scores["missing_component"] == 5  # k of n was reached, the share (25 %) was not
+    assert (by_id[2].verdict, by_id[2].reasons) == ("reject", ("missing_component",))
+
+
 def test_confidence_weighting_sums_the_findings_confidences():
     weak, strong = Line(k=2.0, n=5, weighting="confidence"), Line(k=2.0, n=5, weighting="confidence")
     for _ in range(3):
