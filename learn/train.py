@@ -367,6 +367,7 @@ def train_yolo(
     *,
     on_batch: Callable[[int, int, int, int, float], None] | None = None,
     log: Callable[[str], None] | None = None,
+    init_weights: str | Path | None = None,
 ) -> Path:
     """Train ``settings.model`` from scratch on ``data_yaml``; returns the best weights (``.pt``).
 
@@ -381,7 +382,8 @@ def train_yolo(
     from ultralytics import YOLO
 
     run_dir = Path(run_dir)
-    model = YOLO(settings.model)
+    # init_weights: our own earlier weights (a local file, checked by the caller), to train on
+    model = YOLO(str(init_weights)) if init_weights is not None else YOLO(settings.model)
 
     def batch_end(trainer: Any) -> None:
         if on_batch is not None:
@@ -576,6 +578,7 @@ class TrainJob:
     eval_stride: int = 30
     command: str = ""
     export_hw: tuple[int, int] | None = None  # input (height, width) of the exported model; None: imgsz x imgsz
+    init_weights: str | None = None  # start training from these weights (an earlier run's), not from scratch
     weights: str | None = None  # skip training: export and evaluate these weights (trained by an earlier run of this job)
 
     @property
@@ -730,7 +733,10 @@ def model_card(metadata: Mapping[str, Any], evaluation: Mapping[str, Any], model
                      + (f". {lg['note']}" if lg.get("note") else "."))
     if s:
         lines.append("")
-        lines.append(f"From scratch (`{s.get('model')}`, no pretrained weights, offline): " + ", ".join(f"{k}={v}" for k, v in s.items() if k != "model") + ".")
+        start = (f"Continued from earlier weights of this project (`{lg['init_weights']['path']}`, sha256 `{lg['init_weights']['sha256'][:16]}…`, "
+                 "themselves trained by `lineguard train`: " + ", ".join(f"{k}={v}" for k, v in lg["init_weights"]["train_args"].items() if k != "data") + "), offline"
+                 if lg.get("init_weights") else f"From scratch (`{s.get('model')}`, no pretrained weights, offline)")
+        lines.append(start + ": " + ", ".join(f"{k}={v}" for k, v in s.items() if k != "model") + ".")
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in lg["versions"].items()) + ".", ""]
     if lg.get("known_gaps"):
         lines += ["## Known gaps", ""] + [f"- {gap}" for gap in lg["known_gaps"]] + [""]
@@ -779,8 +785,9 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
     from lineguard.learn.evaluate import write_pr_curve
 
     require_ultralytics()  # fail before rendering anything
-    if job.weights is not None and not Path(job.weights).is_file():
-        raise ValueError(f"--weights: expected a trained .pt file, got {job.weights!r} (not found)")
+    for flag, path in (("--weights", job.weights), ("--init-weights", job.init_weights)):
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"{flag}: expected a trained .pt file, got {path!r} (not found; nothing is ever downloaded)")
     settings = job.settings
     model_dir = Path(job.out) / job.name
     if model_dir.exists() and any(model_dir.iterdir()):
@@ -826,7 +833,7 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
                 bar.update(task, total=epochs * n, completed=epoch * n + i, info=f"epoch {epoch + 1}/{epochs} loss {loss:.3f}")
 
             if job.weights is None:
-                best = train_yolo(data_yaml, work / "run", settings, on_batch=on_batch, log=log)
+                best = train_yolo(data_yaml, work / "run", settings, on_batch=on_batch, log=log, init_weights=job.init_weights)
                 timings["train_s"] = time.time() - t
             else:
                 best = Path(job.weights)
@@ -855,7 +862,8 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
             data={**data_summary, "eval": {s: {"scenario": s, "seed": job.eval_seeds[s], "frames": job.eval_frames, "stride": job.eval_stride, "run_seeds": eval_run_seeds[s]} for s in reports}},
             settings=settings,
             ultralytics_metadata=ultra_meta,
-            extra={"timings_s": {k: round(v, 1) for k, v in timings.items()}, **({"weights_from": _weights_record(best)} if job.weights else {})},
+            extra={"timings_s": {k: round(v, 1) for k, v in timings.items()}, **({"weights_from": _weights_record(best)} if job.weights else {}),
+                   **({"init_weights": _weights_record(Path(job.init_weights))} if job.init_weights else {})},
             input_hw=job.export_hw,
         )
         evaluation = {"model": job.name, "imgsz": list(job.export_hw or (settings.imgsz, settings.imgsz)), "classes": list(CLASSES), "sets": reports}
