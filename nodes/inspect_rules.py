@@ -294,7 +294,8 @@ class RuleInspector(Node):
         zone = self.params["placement_zone_px"]
         in_zone = zone is None or (zone[0] <= track.box_xyxy[0] and track.box_xyxy[2] <= zone[1])
         if rule.components:
-            comp_sel = np.isin(names, [c.kind for c in rule.components])
+            # a detector's own "misaligned" box is the misplaced component's box: the component is there
+            comp_sel = np.isin(names, [c.kind for c in rule.components] + [MISALIGNED])
             comp_idx = np.flatnonzero(comp_sel)
             measured = self._measure(rule, track, dets.xyxy[comp_idx].astype(np.float64), names[comp_idx], conf[comp_idx])
             for comp, found in zip(rule.components, measured):
@@ -336,7 +337,7 @@ class RuleInspector(Node):
         # detections in mm, relative to the part box centre (image axes)
         q = np.column_stack([((boxes[:, 0] + boxes[:, 2]) / 2 - cx) * mpp, ((boxes[:, 1] + boxes[:, 3]) / 2 - cy) * mpp])
         nominal = np.array([c.xy_mm for c in rule.components])
-        kind_ok = np.array([[c.kind == k for k in kinds] for c in rule.components], bool).reshape(len(rule.components), len(kinds))
+        kind_ok = np.array([[k in (c.kind, MISALIGNED) for k in kinds] for c in rule.components], bool).reshape(len(rule.components), len(kinds))
         box_w, box_h = (track.box_xyxy[2] - track.box_xyxy[0]) * mpp, (track.box_xyxy[3] - track.box_xyxy[1]) * mpp
         scales = self.scales.setdefault(rule.name, deque(maxlen=_SCALE_FRAMES))
         scale = float(np.median(scales)) if len(scales) >= _SCALE_MIN_FRAMES else 1.0

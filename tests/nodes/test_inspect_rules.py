@@ -224,6 +224,21 @@ def test_a_camera_tilted_askew_leaves_good_components_in_place_and_still_finds_a
                 assert any(n.startswith(f"{name} off by") for n in findings[-1].notes)
 
 
+def test_a_component_the_detector_calls_misaligned_is_there_and_measured_not_missing():
+    # a model trained on the simulated line boxes a misplaced chip as "misaligned" and not as a chip
+    def track(i):
+        t = part("pcb", moved={"U4": (4.0, 0.0, 0.0)}, jitter_px=0.3, rng=np.random.default_rng(i))
+        names = t.detections.data["class_name"].astype(object)
+        names[3] = "misaligned"  # U4, the fourth component
+        t.detections.data["class_name"] = names.astype(str)
+        return t
+
+    findings = over_frames(inspector(), track)
+    assert all("missing_component" not in f.defects for f in findings)
+    assert all("misaligned" in f.defects for f in findings)
+    assert any(n.startswith("U4 off by 4.") for n in findings[-1].notes)
+
+
 def test_placements_are_measured_only_inside_the_placement_zone():
     node = inspector(placement_zone_px=[320, 960])
     off = {"U4": (4.0, 0.0, 0.0)}
