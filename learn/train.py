@@ -415,7 +415,7 @@ def train_yolo(
         plots=False,
         val=False,  # validation happens once, on the exported IR, with held-out seeds
         cache="ram",
-        pretrained=False,
+        pretrained=str(init_weights) if init_weights is not None else False,  # False: no weights at all, never a download
         verbose=False,
         deterministic=True,
         **settings.ultralytics_args(),
