@@ -11,19 +11,9 @@ import argparse
 import json
 import sys
 
-EXIT_OK = 0
-EXIT_INVALID = 1
+from lineguard.runtime.cli import EXIT_OK, DefaultsHelp, error_exit
+
 EXIT_MISSING_EXTRA = 2
-EXIT_FAILED = 3
-
-
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except where there is none to show (None, or a flag that is off)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False:
-            return action.help or ""
-        return super()._get_help_string(action)
 
 
 def _eval_seeds(pairs: list[str] | None) -> dict[str, int]:
@@ -71,12 +61,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except MissingTrainExtra as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_MISSING_EXTRA
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except (ValueError, OSError) as exc:
+        return error_exit(exc)
     for key, value in summary.items():
         print(f"{key}: {value}")
     return EXIT_OK
@@ -96,12 +82,8 @@ def cmd_eval_model(args: argparse.Namespace) -> int:
                 render_eval_set(dataset, args.scenario, args.seed, args.frames, stride=args.stride, on_image=lambda: bar.advance(task))
             task = bar.add_task("evaluate", total=None)
             report = evaluate_model(args.model, dataset, split=args.split, precision=args.precision, on_image=lambda: bar.advance(task))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except (ValueError, OSError) as exc:
+        return error_exit(exc)
     if args.json:
         report = {k: v for k, v in report.items() if k != "pr_curves"}
         print(json.dumps(report, indent=1))
@@ -126,7 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "nominal and shift sets rendered from seeds training never saw, and write OUT/NAME: model.xml/.bin, "
             "metadata.yaml, eval.json, pr_curve.png. Needs the optional extra: pip install 'lineguard[train]'."
         ),
-        formatter_class=_Help,
+        formatter_class=DefaultsHelp,
     )
     p.add_argument("--name", required=True, help="model name: writes OUT/NAME (must not exist yet)")
     p.add_argument("--frames", type=int, default=500, help="sim frames to render (10%% of the runs go to a val split)")
@@ -152,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval-model",
         help="mAP50 / mAP50-95 per class of an OpenVINO IR on a sim scenario or a YOLO dataset",
         description="Evaluate a YOLO OpenVINO IR (model.xml or its folder) on a rendered sim scenario or on --data DIR (YOLO format). No ultralytics needed.",
-        formatter_class=_Help,
+        formatter_class=DefaultsHelp,
     )
     p.add_argument("model", help="model.xml or a folder holding one")
     p.add_argument("--scenario", default="shift", help="sim scenario preset or YAML to render")

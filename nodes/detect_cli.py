@@ -24,10 +24,7 @@ import cv2
 import numpy as np
 
 from lineguard.nodes.detection import LAYOUTS, PRECISIONS, ModelError
-
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_FAILED = 3
+from lineguard.runtime.cli import EXIT_OK, error_exit
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
@@ -176,8 +173,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             max_detections=args.max_det,
         )
     except (ModelError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return error_exit(exc)
     if not args.json:
         print(detector.info.describe(), file=sys.stderr)
     annotator = _Annotator(Path(args.save)) if args.save else None
@@ -202,11 +198,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
                         annotator.save(image, detections, source, frame)
                     progress.advance(task)
             except InputError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return EXIT_INVALID
+                return error_exit(exc)
             except OSError as exc:
-                print(f"error: --save: {exc}", file=sys.stderr)
-                return EXIT_FAILED
+                return error_exit(exc, "--save: ")
             frames_seen += frames
             totals.update(counts)
             if not args.json:
@@ -278,8 +272,7 @@ def register_bench(bench_subparsers: argparse._SubParsersAction) -> argparse.Arg
         try:
             result = bench_detector(args.model, image=args.image, frames=args.frames, latency_frames=args.latency_frames, rounds=args.rounds, requests=args.requests, device=args.device, precision=args.precision, imgsz=args.imgsz)
         except (ModelError, InputError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_INVALID
+            return error_exit(exc)
         print(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=2) if args.json else result["text"])
         return EXIT_OK
 

@@ -28,6 +28,23 @@ EXIT_CODES_HELP = """exit codes:
 DEFAULT_RECIPE = "sim_line"
 
 
+def error_exit(exc: Exception, prefix: str = "") -> int:
+    """Print ``error: PREFIX EXC`` for a command that could not finish and return its exit code:
+    1 (invalid input, the message names it) for a ``ValueError``, 3 (failed) for anything else,
+    such as a file that could not be read or written."""
+    print(f"error: {prefix}{exc}", file=sys.stderr)
+    return EXIT_INVALID if isinstance(exc, ValueError) else EXIT_RUN_FAILED
+
+
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with defaults, except where there is none to show (None, or a flag that is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def shipped_recipes() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("lineguard.graphs").iterdir() if p.name.endswith(".yaml"))
 

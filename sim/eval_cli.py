@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_INVALID, EXIT_FAILED = 0, 1, 3
+from lineguard.runtime.cli import EXIT_INVALID, EXIT_OK
+from lineguard.runtime.cli import EXIT_RUN_FAILED as EXIT_FAILED
 
 
 def register(sim_subparsers: argparse._SubParsersAction) -> None:

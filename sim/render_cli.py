@@ -8,18 +8,14 @@ scenario or parameter (the message names it), 3 the files could not be written.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 import yaml
 
+from lineguard.runtime.cli import EXIT_OK, DefaultsHelp, error_exit
 from lineguard.sim.dataset import FORMATS, IMAGE_FORMATS, export_dataset
 from lineguard.sim.preview import write_preview
 from lineguard.sim.scenario import known_scenarios, load_scenario
-
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_FAILED = 3
 
 _SET_HELP = (
     "override one scenario parameter, dotted name = YAML value, e.g. --set belt.speed_mm_s=600 "
@@ -55,12 +51,8 @@ def _run(fn, args: argparse.Namespace) -> int:
     try:
         scenario = load_scenario(args.scenario, _overrides(args.overrides), seed=args.seed)
         result = fn(scenario)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except (ValueError, OSError) as exc:
+        return error_exit(exc)
     for key, value in result.items():
         print(f"{key}: {value}")
     return EXIT_OK
@@ -99,18 +91,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
     )
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except where there is none to show (None, or a flag that is off)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False:
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
 def register(sim_subparsers: argparse._SubParsersAction) -> None:
     """Add ``dataset`` and ``preview`` to the ``lineguard sim`` sub-commands."""
-    fmt = _Help
+    fmt = DefaultsHelp
     p = sim_subparsers.add_parser(
         "dataset",
         help="export rendered frames + labels as a YOLO or COCO training set",
