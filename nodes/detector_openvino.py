@@ -95,7 +95,7 @@ class OpenVinoDetector(Node):
                 "type": "number",
                 "exclusiveMinimum": 0,
                 "default": 10.0,
-                "description": "An inference not finished after this long fails the node (a hung device is loud; parts it would have seen are rejected downstream as uninspected).",
+                "description": "An inference not finished after this long fails the node, naming the frame (a hung device is loud, not a silent stall of the line).",
             },
             "imgsz": {
                 "description": "Input size for a model with a dynamic input: 640 or [height, width].",

@@ -174,7 +174,10 @@ class PartVote(Node):
         del self.parts[part.track_id]
         self._remember(part.track_id)
         share = p["min_fraction"]
-        reasons = sorted(kind for kind, s in part.kinds.items() if s.best >= p["k"] - 1e-9 and s.flagged >= share.get(kind, 0.0) * s.judged)
+        seen_enough = [kind for kind, s in part.kinds.items() if s.best >= p["k"] - 1e-9]
+        reasons = sorted(kind for kind in seen_enough if part.kinds[kind].flagged >= share.get(kind, 0.0) * part.kinds[kind].judged)
+        if len(reasons) < len(seen_enough):  # k of n reached, but only for a while: counted, so a line can see how often
+            self.ctx.count("defect_below_min_fraction", len(seen_enough) - len(reasons))
         evidence = {kind: tuple(part.kinds[kind].frames) for kind in reasons}
         verdict = "reject" if reasons else "pass"
         if part.inspected < p["min_frames"]:

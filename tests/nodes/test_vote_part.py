@@ -107,6 +107,7 @@ def test_components_hidden_for_a_while_are_not_missing_but_missing_throughout_ar
     by_id = {v.part_id: v for v in line.verdicts}
     assert (by_id[1].verdict, by_id[1].reasons) == ("pass", ())
     assert by_id[1].scores["missing_component"] == 5  # k of n was reached, the share (25 %) was not
+    assert line.rec.events["defect_below_min_fraction"] == 1  # and that is counted, not silent
     assert (by_id[2].verdict, by_id[2].reasons) == ("reject", ("missing_component",))
 
 
