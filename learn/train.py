@@ -580,6 +580,11 @@ class TrainJob:
     export_hw: tuple[int, int] | None = None  # input (height, width) of the exported model; None: imgsz x imgsz
     init_weights: str | None = None  # start training from these weights (an earlier run's), not from scratch
     weights: str | None = None  # skip training: export and evaluate these weights (trained by an earlier run of this job)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # scenario params over TRAIN_SCENARIO_OVERRIDES
+
+    def scenario_overrides(self) -> dict[str, Any]:
+        """What the training scenario changes from ``nominal``: the defaults, then ``overrides``."""
+        return {**TRAIN_SCENARIO_OVERRIDES, **dict(self.overrides)}
 
     @property
     def work(self) -> Path:
@@ -784,6 +789,10 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
 
     from lineguard.learn.evaluate import write_pr_curve
 
+    if job.data is None:  # a wrong --set is named before anything else happens
+        from lineguard.sim.scenario import load_scenario
+
+        load_scenario("nominal", job.scenario_overrides(), seed=job.seed)
     require_ultralytics()  # fail before rendering anything
     for flag, path in (("--weights", job.weights), ("--init-weights", job.init_weights)):
         if path is not None and not Path(path).is_file():
@@ -814,7 +823,9 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
                 if ds_dir.exists():
                     shutil.rmtree(ds_dir)
                 task = bar.add_task("dataset", total=job.frames, info="render + augment")
-                data_summary = build_sim_dataset(ds_dir, job.frames, job.seed, settings.imgsz, tile=settings.tile, progress=False, on_image=lambda: bar.advance(task))
+                data_summary = build_sim_dataset(
+                    ds_dir, job.frames, job.seed, settings.imgsz, overrides=job.scenario_overrides(), tile=settings.tile, progress=False, on_image=lambda: bar.advance(task)
+                )
                 data_yaml = ds_dir / "data.yaml"
                 train_run_seeds = data_summary["run_seeds"]["train"] + data_summary["run_seeds"]["val"]
             else:

@@ -39,6 +39,7 @@ def _export_hw(text: str | None) -> tuple[int, int] | None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lineguard.learn.train import MissingTrainExtra, TrainJob, TrainSettings, command_line, run_training
+    from lineguard.sim.render_cli import parse_overrides
 
     try:
         settings = TrainSettings(epochs=args.epochs, imgsz=args.imgsz, tile=args.tile or None, batch=args.batch, model=args.model, seed=args.train_seed)
@@ -56,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             export_hw=_export_hw(args.export_hw),
             weights=args.weights,
             init_weights=args.init_weights,
+            overrides=parse_overrides(args.overrides),
         )
         summary = run_training(job, progress=not args.no_progress)
     except MissingTrainExtra as exc:
@@ -127,6 +129,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--export-hw", default=None, metavar="H,W", help="input of the exported model, e.g. 736,1280 for 1280x720 frames (no padding rows to compute: ~1.7x faster than 1280x1280); default IMGSZ,IMGSZ")
     p.add_argument("--weights", default=None, metavar="PT", help="skip training: export and evaluate these weights, trained by an earlier run of the same command (e.g. to export at another --export-hw)")
     p.add_argument("--init-weights", default=None, metavar="PT", help="train on from these weights (an earlier run's best.pt, a local file) instead of from scratch")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="NAME=VALUE",
+        help="change the rendered training line: a scenario parameter, dotted name = YAML value, over the training defaults "
+        "(denser parts, more defects), e.g. --set 'defects.mix={scratch: 6, missing_component: 1, misaligned: 2}' (repeatable)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

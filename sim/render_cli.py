@@ -23,7 +23,7 @@ _SET_HELP = (
 )
 
 
-def _overrides(pairs: list[str] | None) -> dict[str, Any]:
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -49,7 +49,7 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
 
 def _run(fn, args: argparse.Namespace) -> int:
     try:
-        scenario = load_scenario(args.scenario, _overrides(args.overrides), seed=args.seed)
+        scenario = load_scenario(args.scenario, parse_overrides(args.overrides), seed=args.seed)
         result = fn(scenario)
     except (ValueError, OSError) as exc:
         return error_exit(exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -303,6 +304,36 @@ def test_weights_that_do_not_exist_are_refused_before_anything_is_rendered(tmp_p
     code = main(["train", "--name", "x", "--weights", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m"), "--workdir", str(tmp_path / "w")])
     assert code == 1 and "--weights: expected a trained .pt file" in capsys.readouterr().err
     assert not (tmp_path / "w" / "dataset").exists()
+
+
+def test_set_changes_the_training_line_over_the_training_defaults():
+    job = TrainJob(name="x", overrides={"defects.mix": {"scratch": 6.0, "missing_component": 1.0, "misaligned": 2.5}})
+    merged = job.scenario_overrides()
+    assert merged["defects.mix"] == {"scratch": 6.0, "missing_component": 1.0, "misaligned": 2.5}
+    assert merged["parts.count"] == 16 and merged["defects.rate"] == 0.85  # the other training defaults stay
+
+
+def test_a_scratch_only_training_line_labels_scratches_and_no_other_defect(tmp_path):
+    overrides = {**VGA, "defects.rate": 1.0, "defects.mix": {"scratch": 1.0, "missing_component": 0.0, "misaligned": 0.0}}
+    build_sim_dataset(tmp_path / "d", 4, seed=5, imgsz=320, overrides=overrides, val_fraction=0.25, progress=False)
+    labelled = np.concatenate([np.loadtxt(f, ndmin=2)[:, 0] for f in (tmp_path / "d" / "labels").rglob("*.txt") if f.stat().st_size])
+    names = {CLASSES[int(c)] for c in labelled}
+    assert "scratch" in names and not names & {"missing_component", "misaligned"}
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("defects.nope=1", r"unknown parameter 'defects.nope'"),
+        ("defects.mix=[1", r"--set 'defects.mix=\[1': the value is not valid YAML"),
+        ("defects.mix", r"--set 'defects.mix': expected NAME=VALUE"),
+    ],
+)
+def test_a_wrong_set_is_named_before_anything_is_rendered_or_trained(pair, message, tmp_path, capsys):
+    code = main(["train", "--name", "x", "--set", pair, "--out", str(tmp_path / "m"), "--workdir", str(tmp_path / "w"), "--no-progress"])
+    assert code == 1
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "w").exists()
 
 
 # -- end to end (ultralytics) ------------------------------------------------------------------
