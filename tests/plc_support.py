@@ -27,17 +27,20 @@ class Verdict:
 
 
 class TruthVerdicts(Node):
-    """Verdicts straight from the ground truth (``late_ms`` delays each one, ``skip`` leaves parts out)."""
+    """Verdicts straight from the ground truth (``late_ms`` delays each one, ``stop_after`` ends the
+    stream after that many parts, ``fail_after`` raises there, as a vision node that breaks)."""
 
     type_name = "test.truth_verdicts"
     outputs = {"verdicts": OutPort("part_verdict")}
-    params_schema = {"type": "object", "additionalProperties": False, "properties": {"late_ms": {"type": "number", "default": 0}, "stop_after": {"type": "integer", "default": -1}}}
+    params_schema = {"type": "object", "additionalProperties": False, "properties": {"late_ms": {"type": "number", "default": 0}, "stop_after": {"type": "integer", "default": -1}, "fail_after": {"type": "integer", "default": -1}}}
 
     async def run(self):
         clock = self.ctx.clock
         for k, part in enumerate(sorted(PARTS, key=lambda p: -p.x0_mm)):
             if k == self.params["stop_after"]:
                 return
+            if k == self.params["fail_after"]:
+                raise RuntimeError(f"inference failed on the frame of part {part.part_id}")
             t_seen = max(0, part.t_at_position_ns(GEOMETRY, 0.0)) + int(self.params["late_ms"] * 1e6)
             await clock.sleep_until_ns(t_seen)
             verdict = Verdict(part.part_id, "reject" if part.defective else "pass", part.t_at_reject_ns(GEOMETRY), part.encoder_at_reject(GEOMETRY), t_seen, t_seen)

@@ -96,6 +96,32 @@ def test_when_vision_stops_the_plc_rejects_every_part_from_then_on():
     assert plc_report.summary.fail_safe_rejects >= len([p for p in later if not p.defective])
 
 
+def test_when_the_vision_side_breaks_mid_run_the_run_fails_loudly_and_the_plc_rejects_every_later_part():
+    async def main():
+        clock = Clock()
+        plc = VirtualPlc(GEOMETRY, PARTS, clock, mode="handshake", heartbeat_timeout_ms=300)
+        async with ModbusPlcServer(plc, port=free_loopback_port()) as server:
+            g = graph(f"{{port: {server.port}}}", "{fail_after: 3}")
+            try:
+                with pytest.raises(NodeFailure, match=r"node 'vision' \(test.truth_verdicts@v1\) failed: RuntimeError: inference failed on the frame of part"):
+                    await Executor(g, clock=clock, on_flow_start=[plc.start]).run()
+                failed_ns = clock.now_ns()
+                await asyncio.wait_for(plc.wait_all_scored(), 30)
+            finally:
+                plc.stop()
+        return plc.report(), failed_ns
+
+    with asyncio.Runner(loop_factory=SimEventLoop) as runner:
+        report, failed_ns = runner.run(main())
+    s = report.summary
+    assert s.parts == len(PARTS) and s.escapes == 0  # no defective part got through, judged or not
+    # every part reaching the gate once the watchdog ran out (300 ms after the failure) was rejected,
+    # the good ones by the fail-safe: none went through uninspected
+    after = [p for p in report.parts if p.t_at_reject_ns > failed_ns + 300_000_000]
+    assert len(after) >= len(PARTS) - 4 and all(p.rejected for p in after)
+    assert s.fail_safe_episodes == 1 and s.fail_safe_rejects >= sum(not p.defective for p in after) > 0
+
+
 def test_an_unreachable_plc_fails_the_start_naming_it(free_port):
     with pytest.raises(NodeFailure, match=rf"node 'plc' \(plc.modbus@v1\) failed: ConnectionError: PLC at modbus://127.0.0.1:{free_port} is unreachable .*the line must not run uninspected"):
         from lineguard.runtime.executor import run_graph_sync
