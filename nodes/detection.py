@@ -777,16 +777,20 @@ def check_device(device: str, core: "ov.Core") -> None:
 class DetectionFilter:
     """Turns decoded detections into the project's detections type, in original image pixels.
 
-    ``roi`` is ``[x0, y0, x1, y1]`` or a polygon ``[[x, y], ...]`` in original pixels: a detection
-    is kept when the centre of its box lies inside it (``cv2.pointPolygonTest``, edges count as
-    inside).
+    ``roi`` is ``[x0, y0, x1, y1]`` or a polygon ``[[x, y], ...]`` in original pixels. With
+    ``roi_keep="centre"`` a detection is kept when the centre of its box lies inside it; with
+    ``"box"``, when all four corners of its box do (for a convex roi: the whole box), so a box
+    reaching over the belt's edge is dropped (edges count as inside in both).
     """
 
-    def __init__(self, info: ModelInfo, thresholds: Thresholds, roi: Sequence[Any] | None = None, metadata: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, info: ModelInfo, thresholds: Thresholds, roi: Sequence[Any] | None = None, metadata: Mapping[str, Any] | None = None, roi_keep: str = "centre") -> None:
+        if roi_keep not in ROI_KEEP:
+            raise ValueError(f"roi_keep: expected one of {', '.join(ROI_KEEP)}, got {roi_keep!r}")
         self.info = info
         self.thresholds = thresholds
         self.metadata = dict(metadata or {})
         self.polygon = roi_polygon(roi) if roi is not None else None
+        self.roi_keep = roi_keep
         self._names = np.array(list(info.class_names) or [""], dtype=object)
 
     def __call__(self, raw: RawDetections, lb: Letterbox) -> "sv.Detections":
@@ -795,7 +799,11 @@ class DetectionFilter:
         xyxy = lb.to_image(raw.xyxy)
         conf, cls = raw.confidence, raw.class_id
         if self.polygon is not None and len(xyxy):
-            inside = points_in_polygon((xyxy[:, :2] + xyxy[:, 2:]) / 2, self.polygon)
+            if self.roi_keep == "box":
+                corners = xyxy[:, [[0, 1], [2, 1], [2, 3], [0, 3]]].reshape(-1, 2)
+                inside = points_in_polygon(corners, self.polygon).reshape(-1, 4).all(axis=1)
+            else:
+                inside = points_in_polygon((xyxy[:, :2] + xyxy[:, 2:]) / 2, self.polygon)
             xyxy, conf, cls = xyxy[inside], conf[inside], cls[inside]
         known = (cls >= 0) & (cls < len(self.info.class_names))
         names = np.empty(len(cls), dtype=object)
@@ -809,6 +817,9 @@ class DetectionFilter:
             data={"class_name": names.astype(str) if len(names) else np.zeros(0, dtype=str)},
             metadata={**self.metadata, "image_hw": lb.image_hw},
         )
+
+
+ROI_KEEP = ("centre", "box")
 
 
 def roi_polygon(roi: Sequence[Any]) -> np.ndarray:
@@ -876,6 +887,7 @@ class Detector:
         class_conf: Mapping[str, float] | None = None,
         classes: Sequence[str] | None = None,
         roi: Sequence[Any] | None = None,
+        roi_keep: str = "centre",
         max_detections: int = 300,
         requests: int = 1,
     ) -> None:
@@ -886,7 +898,7 @@ class Detector:
         self.thresholds = thresholds_for(self.info, conf, class_conf, classes)
         self.iou = float(iou)
         self.max_detections = int(max_detections)
-        self.filter = DetectionFilter(self.info, self.thresholds, roi, {"model": str(self.info.path)})
+        self.filter = DetectionFilter(self.info, self.thresholds, roi, {"model": str(self.info.path)}, roi_keep=roi_keep)
         check_device(device, core)
         self.other_devices = [d for d in core.available_devices if not d.startswith("CPU")]
         config = compile_config(device, precision, requests, core)

@@ -87,6 +87,11 @@ class OpenVinoDetector(Node):
                     {"type": "array", "items": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2}, "minItems": 3},
                 ],
             },
+            "roi_keep": {
+                "enum": ["centre", "box"],
+                "default": "centre",
+                "description": "centre: keep a detection whose box centre lies inside roi; box: only one whose whole box does (parts lie on the belt, so a box reaching over the belt's edge, such as an operator's hand, is dropped).",
+            },
             "layout": {"enum": ["auto", *LAYOUTS], "default": "auto", "description": "Output layout; auto detects it from the output shape and model metadata."},
             "class_names": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "description": "Class names by id; must match the model's class count when the model states one."},
             "requests": {"type": "integer", "minimum": 1, "maximum": 32, "default": 2, "description": "Inferences in flight (AsyncInferQueue size)."},
@@ -176,6 +181,7 @@ class OpenVinoDetector(Node):
             class_conf=p["class_conf"],
             classes=p.get("classes"),
             roi=p.get("roi"),
+            roi_keep=p["roi_keep"],
             max_detections=p["max_detections"],
             requests=p["requests"],
         )

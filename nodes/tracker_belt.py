@@ -71,7 +71,9 @@ class BeltTracker(Node):
     belt speed that differs from the recipe's). Parts are then associated ByteTrack-style on IoU
     (Hungarian): confident boxes (``high_confidence``) first against every track, the remaining boxes (down to ``min_confidence``) against the tracks still
     unmatched, and an unmatched box of at least ``new_track_confidence`` starts a track. A part
-    box mostly inside a bigger one is a fragment or a duplicate and is dropped (``duplicate_ios``).
+    box mostly inside a bigger one is a fragment or a duplicate and is dropped (``duplicate_ios``),
+    and so is an unmatched box mostly inside a tracked part's place on the belt (``fragment_ios``):
+    a hand over a part can make the detector see it as two pieces.
 
     A track unseen for more than ``max_lost_frames`` frames (or predicted past the image's
     downstream edge) ends; its id is reported once in ``ended``. Part ids survive occlusions up to
@@ -121,6 +123,13 @@ class BeltTracker(Node):
             "max_lost_frames": {"type": "integer", "minimum": 0, "default": 15, "description": "A track unseen for more frames ends."},
             "edge_margin_px": {"type": "number", "minimum": 0, "default": 8.0, "description": "A part box this close to the image edge may be cut off (not in view); keep it well above the detector's box jitter."},
             "duplicate_ios": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.8, "description": "A part box this much (of its area) inside a bigger one is dropped."},
+            "fragment_ios": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 1,
+                "default": 0.5,
+                "description": "An unmatched box this much (of its area) inside a tracked part's place on the belt is a piece of that part (seen around a hand) and starts no track; parts lie side by side, never on each other.",
+            },
             "reid_iou": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.3, "description": "IoU with a recently ended track that makes a new track an id switch."},
             "reid_window_frames": {"type": "integer", "minimum": 0, "default": 120, "description": "How long an ended track is remembered for id-switch detection."},
         },
@@ -180,6 +189,9 @@ class BeltTracker(Node):
         in_view = (boxes_img[:, 0] >= edge) & (boxes_img[:, 2] <= w - edge) & (boxes_img[:, 1] >= edge) & (boxes_img[:, 3] <= h - edge)
         for d in free_high:
             if part_conf[d] >= p["new_track_confidence"]:
+                if predicted.size and _intersection(boxes_belt[d : d + 1], predicted).max() >= p["fragment_ios"] * _area(boxes_belt[d]):
+                    self.ctx.count("fragment_boxes")  # a piece of a tracked part (a hand over it): no new part
+                    continue
                 matched[int(d)] = self._start(boxes_belt[d], frame_id, t_ns)
         for d, track in matched.items():
             truth = int(t_ids[part_idx[d]]) if t_ids is not None else None
@@ -288,7 +300,11 @@ class BeltTracker(Node):
                 track.cut_centre_belt_px = float(belt_box[0]) + track.max_width_px / 2
             else:
                 track.cut_centre_belt_px = centre
-        track.belt_box = belt_box.copy()
+        # a box well inside the part's place is the part partly hidden or leaving the image: the
+        # part keeps its place (moved by its drift), else the next sighting of it whole would not match
+        place = track.predicted(t_ns)
+        hidden_part = _area(belt_box) < 0.8 * _area(place) and _intersection(belt_box[None, :], place[None, :])[0, 0] >= self.params["duplicate_ios"] * _area(belt_box)
+        track.belt_box = place if hidden_part else belt_box.copy()
         track.last_frame_id, track.last_t_ns = frame_id, t_ns
         track.confidence = conf
         track.hits += 1
@@ -311,6 +327,10 @@ class BeltTracker(Node):
         while self.graveyard and frame_id - self.graveyard[0][2] > self.params["reid_window_frames"]:
             self.graveyard.popleft()
         return ended
+
+
+def _area(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
 
 
 def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:

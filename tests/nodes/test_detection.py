@@ -259,6 +259,19 @@ def test_roi_class_filter_and_per_class_thresholds_by_name(yolo_model):
         Detector(yolo_model, classes=["screw"])
 
 
+def test_roi_keep_box_drops_a_box_that_reaches_over_the_belts_edge(yolo_model):
+    image = np.zeros((96, 128, 3), np.uint8)
+    # pcb [16, 0, 48, 32] reaches over the belt's top edge (y 4) like a hand would; bracket
+    # [88, 8, 104, 24] and scratch [52, 76, 76, 84] lie inside
+    belt = [0, 4, 128, 96]
+    assert Detector(yolo_model, roi=belt).detect(image).data["class_name"].tolist() == ["pcb", "bracket", "scratch"]
+    assert Detector(yolo_model, roi=belt, roi_keep="box").detect(image).data["class_name"].tolist() == ["bracket", "scratch"]
+    # the scratch's centre (64, 80) is inside [60, 0, 128, 96], its left end (52) is not
+    assert Detector(yolo_model, roi=[60, 0, 128, 96], roi_keep="box").detect(image).data["class_name"].tolist() == ["bracket"]
+    with pytest.raises(ValueError, match=r"roi_keep: expected one of centre, box, got 'corner'"):
+        Detector(yolo_model, roi=belt, roi_keep="corner")
+
+
 def test_a_dynamic_input_needs_imgsz_and_works_with_it(tmp_path, tiny_models):
     path = tiny_models.yolo("dyn", tiny_models.yolo_head(tiny_models.YOLO_ANCHORS, 3), input_shape=(None, 3, None, None))
     with pytest.raises(ModelError, match=rf"model {quoted(path)}: expected a fixed input size, found a dynamic input \[\?, 3, \?, \?\]; set imgsz"):

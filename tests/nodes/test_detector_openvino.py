@@ -144,6 +144,10 @@ def test_recipe_thresholds_class_filter_and_roi(yolo_model):
     SEEN.clear()
     run_graph_sync(compile_recipe(recipe(yolo_model, "roi: [[0, 0], [128, 0], [0, 96]]", "count: 2, width: 128, height: 96")), "sim")
     assert SEEN["default"][1][3].data["class_name"].tolist() == ["pcb", "bracket"]
+    SEEN.clear()
+    # roi_keep: box drops the pcb box [16, 0, 48, 32], which reaches over the belt's edge at y 4
+    run_graph_sync(compile_recipe(recipe(yolo_model, "roi: [0, 4, 128, 96], roi_keep: box", "count: 2, width: 128, height: 96")), "sim")
+    assert SEEN["default"][1][3].data["class_name"].tolist() == ["bracket", "scratch"]
 
 
 def test_an_nms_free_model_runs_in_a_recipe(tiny_models):

@@ -52,6 +52,9 @@ class Belt:
     confidence: dict[int, float] = field(default_factory=dict)  # per part, default 0.9
     true_speed_mm_s: float | None = None  # the belt's real speed when the recipe's is off
     stray_boxes: bool = False  # one scratch box on bare belt per frame
+    # split[part] = frames: a hand lies over the part's lower left, and the detector sees two
+    # pieces instead of the part: the strip above the hand and the piece right of it
+    split: dict[int, range] = field(default_factory=dict)
 
     def x0_mm(self, pid: int) -> float:
         return -(W / 2) * LINE["mm_per_px"] - 80.0 - pid * self.pitch_mm
@@ -76,7 +79,12 @@ class Belt:
                 cx = p / mpp + W / 2
                 part = (cx - 150, H / 2 - 100, cx + 150, H / 2 + 100)
                 chip = (cx + 60 - 20, H / 2 - 20, cx + 60 + 20, H / 2 + 20)
-                for box, name in ((part, "pcb"), (chip, "chip")):
+                shapes = [(part, "pcb"), (chip, "chip")]
+                if i in self.split.get(pid, ()):
+                    strip = (part[0], part[1], part[2], part[1] + 0.35 * (part[3] - part[1]))
+                    piece = (part[2] - 0.35 * (part[2] - part[0]), part[1], part[2], part[3])
+                    shapes = [(strip, "pcb"), (piece, "pcb"), (chip, "chip")]
+                for box, name in shapes:
                     x0, x1 = max(box[0], 0.0), min(box[2], float(W))
                     if x1 - x0 < 0.3 * (box[2] - box[0]):
                         continue
@@ -205,6 +213,14 @@ def test_a_part_hidden_for_a_few_frames_keeps_its_id():
     frames, rec = track(belt, max_lost_frames=15)
     assert all(len(v) == 1 for v in ids_by_part(frames).values())
     assert rec.events["id_switch"] == 0
+
+
+def test_a_part_a_hand_cuts_into_two_pieces_keeps_one_id():
+    # the pieces are each at least 35 % of the part; the second one must not start a new track
+    belt = Belt(parts=5, split={2: range(100, 112)})
+    frames, rec = track(belt)
+    assert all(len(v) == 1 for v in ids_by_part(frames).values())
+    assert rec.events["id_switch"] == 0 and rec.events["fragment_boxes"] == 12
 
 
 def test_a_part_hidden_longer_than_the_buffer_gets_a_new_id_and_the_switch_is_counted():
