@@ -39,7 +39,8 @@ class OpenVinoDetector(Node):
     ``requests`` inferences run at once (``AsyncInferQueue``, throughput hint); detections are
     still emitted in frame order. Per-class thresholds (``class_conf``, by class name, else
     ``conf``), a class filter (``classes``) and a region of interest (``roi``: a detection is
-    kept when its box centre is inside) apply before emitting.
+    kept when its box centre is inside, or with ``roi_keep: box`` its whole box) apply before
+    emitting.
 
     Emits on ``detections`` one ``supervision.Detections`` per frame: ``xyxy`` float32 in original
     image pixels, ``confidence`` float32, ``class_id`` int64, ``data['class_name']`` (str), and
