@@ -110,6 +110,7 @@ class EvalResult:
     plc_summary: dict[str, Any] | None
     margins_ms: list[float]  # decision → gate arrival slack per verdict
     audit: list[Any]
+    latencies_ms: list[float] = field(default_factory=list)  # part's last sighting → its verdict emitted
 
     # -- aggregates ---------------------------------------------------------------------------
     def counts(self, parts: Sequence[PartOutcome] | None = None) -> Counts:
@@ -172,6 +173,7 @@ class EvalResult:
             "by_defect_kind": self.by_kind(),
             "by_part_type": self.by_type(),
             "decision_margin_ms": _describe(self.margins_ms),
+            "verdict_latency_ms": _describe(self.latencies_ms),
             "plc": self.plc_summary,
             "run": {"status": self.run.status, "clock_s": round(self.run.sim_duration_s, 3), "wall_s": round(self.run.wall_duration_s, 3), "camera_dropped": _camera_drops(self.run)},
         }
@@ -285,6 +287,7 @@ def evaluate(graph: CompiledGraph, *, scenario_label: str = "", progress: bool =
     plc = plc_node(graph)
 
     verdict_envelopes: list[Envelope] = []
+    emitted_ns: list[int] = []  # when each verdict left the vote, on the run's clock
     first_judgement: dict[int, bool] = {}
     audit: list[Any] = []
 
@@ -296,7 +299,11 @@ def evaluate(graph: CompiledGraph, *, scenario_label: str = "", progress: bool =
     async def main() -> tuple[RunReport, dict[str, Any] | None, dict[int, dict[str, Any]]]:
         clock = Clock()
         with _progress(conveyor.n_frames, progress) as advance:
-            taps = {port: verdict_envelopes.append for port in verdict_ports}
+            def on_verdict(envelope: Envelope) -> None:
+                verdict_envelopes.append(envelope)
+                emitted_ns.append(clock.now_ns())
+
+            taps = {port: on_verdict for port in verdict_ports}
             taps.update({port: on_findings for port in findings_ports})
             taps[f"{cam}.image"] = lambda env: advance()
             if plc is None:
@@ -337,7 +344,10 @@ def evaluate(graph: CompiledGraph, *, scenario_label: str = "", progress: bool =
         outcomes.append(o)
     # Decided at the capture time of the frame that decided it (processing takes no sim time).
     margins = [(env.payload.arrival_t_ns - env.t_capture_ns) / 1e6 for env in verdict_envelopes]
-    return EvalResult(graph.file, scenario_label or scenario.name, scenario.seed, outcomes, ghosts, run, plc_summary, margins, audit)
+    # From the part's last sighting to its verdict leaving the vote: waiting for the part to leave
+    # the view (or its track to end), plus processing on a wall clock.
+    latencies = [(now - env.payload.last_t_ns) / 1e6 for env, now in zip(verdict_envelopes, emitted_ns)]
+    return EvalResult(graph.file, scenario_label or scenario.name, scenario.seed, outcomes, ghosts, run, plc_summary, margins, audit, latencies)
 
 
 def _server_class(protocol: str):

@@ -26,7 +26,7 @@ def register(sim_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1000, help="scenario seed (use seeds the model was not trained on)")
     p.add_argument("--set", action="append", metavar="NODE.PARAM=VALUE", help="override a node param (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary and every part as JSON")
-    p.add_argument("--report", metavar="DIR", help="write eval.json and PNG plots (confusion matrix, threshold sweep, decision margins) to DIR")
+    p.add_argument("--report", metavar="DIR", help="write eval.json and PNG plots (confusion matrix, threshold sweep, decision margins, verdict latency) to DIR")
     p.add_argument("--clock", choices=["sim", "wall"], default="sim", help="sim: as fast as the CPU allows; wall: real time, as on a line")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -109,10 +109,12 @@ def print_summary(s: dict[str, Any]) -> None:
         types.add_row(name, str(k["parts"]), f"{k['precision']:.4f}", f"{k['recall']:.4f}", str(k["fn"]), str(k["fp"]))
     console.print(types)
     margin = s["decision_margin_ms"] or {}
+    latency = s["verdict_latency_ms"] or {}
     console.print(
         f"insufficient evidence: {s['insufficient_evidence']}   unseen parts: {s['unseen_parts']}   "
         f"ID switches: {s['id_switches']} ({s['id_switch_rate']:.2%})   ghost verdicts: {s['ghost_verdicts']}   "
-        f"camera frames dropped: {s['run']['camera_dropped']}   decision margin before the gate: min {margin.get('min')} ms, p50 {margin.get('p50')} ms"
+        f"camera frames dropped: {s['run']['camera_dropped']}   decision margin before the gate: min {margin.get('min')} ms, p50 {margin.get('p50')} ms   "
+        f"verdict latency after the last sighting: p50 {latency.get('p50')} ms, max {latency.get('max')} ms"
     )
     if s["plc"]:
         p = s["plc"]
@@ -120,8 +122,8 @@ def print_summary(s: dict[str, Any]) -> None:
 
 
 def write_report(result, out: Path) -> list[Path]:
-    """eval.json and three plots: the confusion matrix, a threshold sweep over the vote's scores,
-    and the decision margins before the gate."""
+    """eval.json and four plots: the confusion matrix, a threshold sweep over the vote's scores,
+    the decision margins before the gate and the verdict latency after a part's last sighting."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,7 +131,7 @@ def write_report(result, out: Path) -> list[Path]:
     import numpy as np
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "eval.json", out / "confusion.png", out / "threshold_sweep.png", out / "decision_margin.png"]
+    paths = [out / "eval.json", out / "confusion.png", out / "threshold_sweep.png", out / "decision_margin.png", out / "latency.png"]
     paths[0].write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
 
     c = result.counts()
@@ -181,5 +183,15 @@ def write_report(result, out: Path) -> list[Path]:
     ax.set_title("time left before the reject gate")
     fig.tight_layout()
     fig.savefig(paths[3], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    if result.latencies_ms:
+        ax.hist(result.latencies_ms, bins=30, color="tab:blue")
+    ax.set_xlabel("part's last sighting → its verdict (ms)")
+    ax.set_ylabel("parts")
+    ax.set_title(f"verdict latency ({result.run.clock} clock)")
+    fig.tight_layout()
+    fig.savefig(paths[4], dpi=120)
     plt.close(fig)
     return paths

@@ -66,9 +66,13 @@ def test_a_blind_detector_gives_insufficient_evidence_which_rejects_fail_safe(tm
 def test_the_report_holds_json_and_plots(tmp_path, capsys):
     out = tmp_path / "report"
     run_eval(capsys, write_recipe(tmp_path), "--parts", "6", "--report", str(out))
-    for name in ("eval.json", "confusion.png", "threshold_sweep.png", "decision_margin.png"):
+    for name in ("eval.json", "confusion.png", "threshold_sweep.png", "decision_margin.png", "latency.png"):
         assert (out / name).stat().st_size > 0
-    assert json.loads((out / "eval.json").read_text())["summary"]["parts"] == 6
+    summary = json.loads((out / "eval.json").read_text())["summary"]
+    assert summary["parts"] == 6
+    # no verdict before the part's last sighting; each comes while the part is still upstream of the gate
+    latency, margin = summary["verdict_latency_ms"], summary["decision_margin_ms"]
+    assert 0 <= latency["min"] <= latency["max"] < margin["min"]
 
 
 def test_a_recipe_without_a_simulated_camera_is_refused(tmp_path, capsys):
