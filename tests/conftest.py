@@ -18,7 +18,9 @@ def _pending_lineguard_tasks() -> list[asyncio.Task]:
     gc.collect()
     leaked = []
     for obj in gc.get_objects():
-        if isinstance(obj, asyncio.Task) and not obj.done():
+        # type(), not isinstance(): isinstance also reads obj.__class__, which some libraries'
+        # deprecated module attributes answer with a warning (hundreds of them under torch)
+        if issubclass(type(obj), asyncio.Task) and not obj.done():
             name = obj.get_name()
             code = getattr(obj.get_coro(), "cr_code", None)
             origin = code.co_filename if code else ""
