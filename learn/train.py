@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -904,4 +905,4 @@ def _weights_record(weights: Path) -> dict[str, Any]:
 def command_line() -> str:
     """The command that is running, for the metadata (``lineguard train ...``)."""
     args = [Path(sys.argv[0]).name, *sys.argv[1:]]
-    return " ".join(args)
+    return shlex.join(args)  # quoted, so the card's command can be pasted into a shell

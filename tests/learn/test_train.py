@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -304,6 +305,14 @@ def test_weights_that_do_not_exist_are_refused_before_anything_is_rendered(tmp_p
     code = main(["train", "--name", "x", "--weights", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m"), "--workdir", str(tmp_path / "w")])
     assert code == 1 and "--weights: expected a trained .pt file" in capsys.readouterr().err
     assert not (tmp_path / "w" / "dataset").exists()
+
+
+def test_the_recorded_command_can_be_pasted_into_a_shell(monkeypatch):
+    from lineguard.learn.train import command_line
+
+    argv = ["/venv/bin/lineguard", "train", "--name", "m", "--set", "defects.mix={scratch: 6.0, misaligned: 2.5}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert shlex.split(command_line()) == ["lineguard", *argv[1:]]
 
 
 def test_set_changes_the_training_line_over_the_training_defaults():
