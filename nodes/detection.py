@@ -774,6 +774,9 @@ def check_device(device: str, core: "ov.Core") -> None:
 
 
 # -- thresholds, class filter, region of interest → supervision.Detections ------------------------------
+ROI_KEEP = ("centre", "box")  # what of a detection's box must lie inside the roi
+
+
 class DetectionFilter:
     """Turns decoded detections into the project's detections type, in original image pixels.
 
@@ -817,9 +820,6 @@ class DetectionFilter:
             data={"class_name": names.astype(str) if len(names) else np.zeros(0, dtype=str)},
             metadata={**self.metadata, "image_hw": lb.image_hw},
         )
-
-
-ROI_KEEP = ("centre", "box")
 
 
 def roi_polygon(roi: Sequence[Any]) -> np.ndarray:

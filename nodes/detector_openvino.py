@@ -10,6 +10,7 @@ from typing import Any
 from lineguard.nodes.detection import (
     LAYOUTS,
     PRECISIONS,
+    ROI_KEEP,
     Detector,
     ModelError,
     load_model,
@@ -89,8 +90,8 @@ class OpenVinoDetector(Node):
                 ],
             },
             "roi_keep": {
-                "enum": ["centre", "box"],
-                "default": "centre",
+                "enum": list(ROI_KEEP),
+                "default": ROI_KEEP[0],
                 "description": "centre: keep a detection whose box centre lies inside roi; box: only one whose whole box does (parts lie on the belt, so a box reaching over the belt's edge, such as an operator's hand, is dropped).",
             },
             "layout": {"enum": ["auto", *LAYOUTS], "default": "auto", "description": "Output layout; auto detects it from the output shape and model metadata."},

@@ -28,6 +28,7 @@ NS_PER_S = 1_000_000_000
 _MAX_DRIFT_FRACTION = 0.2  # a part creeps on the belt at most this fraction of the belt speed
 _DRIFT_BASELINE_NS = 100_000_000  # creep is measured over at least this long
 _GRAVEYARD_MAX = 64  # ended tracks remembered for id-switch detection
+_HIDDEN_AREA = 0.8  # a box under this share of the part's place, inside it, shows the part partly hidden
 
 
 @dataclass
@@ -303,7 +304,7 @@ class BeltTracker(Node):
         # a box well inside the part's place is the part partly hidden or leaving the image: the
         # part keeps its place (moved by its drift), else the next sighting of it whole would not match
         place = track.predicted(t_ns)
-        hidden_part = _area(belt_box) < 0.8 * _area(place) and _intersection(belt_box[None, :], place[None, :])[0, 0] >= self.params["duplicate_ios"] * _area(belt_box)
+        hidden_part = _area(belt_box) < _HIDDEN_AREA * _area(place) and _intersection(belt_box[None, :], place[None, :])[0, 0] >= self.params["duplicate_ios"] * _area(belt_box)
         track.belt_box = place if hidden_part else belt_box.copy()
         track.last_frame_id, track.last_t_ns = frame_id, t_ns
         track.confidence = conf

@@ -29,8 +29,11 @@ nodes:
     return compile_document(load_text(text, "line.yaml"), registry)
 
 
-def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "{}", audit: list | None = None, geometry=GEOMETRY, outage_s: tuple[float, float] | None = None):
-    """Run the graph against a virtual PLC sharing its clock; return (PLC report, run report)."""
+def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "{}", audit: list | None = None, geometry=GEOMETRY, outage_s: tuple[float, float] | None = None, fails: str | None = None):
+    """Run the graph against a virtual PLC sharing its clock; return (PLC report, run report).
+
+    With ``fails``, the run must fail with a NodeFailure matching it; the second value is then the
+    clock time of the failure (ns)."""
 
     async def main():
         clock = Clock()
@@ -52,7 +55,12 @@ def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "
             tasks: list = []
             executor = Executor(g, clock=clock, on_flow_start=hooks, taps=taps)
             try:
-                report = await executor.run()
+                if fails is None:
+                    report = await executor.run()
+                else:
+                    with pytest.raises(NodeFailure, match=fails):
+                        await executor.run()
+                    report = clock.now_ns()
                 await asyncio.wait_for(plc.wait_all_scored(), 30)
                 await asyncio.gather(*tasks)
             finally:
@@ -97,22 +105,8 @@ def test_when_vision_stops_the_plc_rejects_every_part_from_then_on():
 
 
 def test_when_the_vision_side_breaks_mid_run_the_run_fails_loudly_and_the_plc_rejects_every_later_part():
-    async def main():
-        clock = Clock()
-        plc = VirtualPlc(GEOMETRY, PARTS, clock, mode="handshake", heartbeat_timeout_ms=300)
-        async with ModbusPlcServer(plc, port=free_loopback_port()) as server:
-            g = graph(f"{{port: {server.port}}}", "{fail_after: 3}")
-            try:
-                with pytest.raises(NodeFailure, match=r"node 'vision' \(test.truth_verdicts@v1\) failed: RuntimeError: inference failed on the frame of part"):
-                    await Executor(g, clock=clock, on_flow_start=[plc.start]).run()
-                failed_ns = clock.now_ns()
-                await asyncio.wait_for(plc.wait_all_scored(), 30)
-            finally:
-                plc.stop()
-        return plc.report(), failed_ns
-
-    with asyncio.Runner(loop_factory=SimEventLoop) as runner:
-        report, failed_ns = runner.run(main())
+    failure = r"node 'vision' \(test.truth_verdicts@v1\) failed: RuntimeError: inference failed on the frame of part"
+    report, failed_ns = run_line("{port: PORT}", source_params="{fail_after: 3}", fails=failure)
     s = report.summary
     assert s.parts == len(PARTS) and s.escapes == 0  # no defective part got through, judged or not
     # every part reaching the gate once the watchdog ran out (300 ms after the failure) was rejected,
