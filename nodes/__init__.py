@@ -8,6 +8,7 @@ from lineguard.nodes.detector_openvino import OpenVinoDetector
 from lineguard.nodes.detector_truth import TruthDetector
 from lineguard.nodes.image_stats import ImageStats
 from lineguard.nodes.inspect_rules import RuleInspector
+from lineguard.nodes.inspect_surface import SurfaceInspector
 from lineguard.nodes.plc_modbus import ModbusPlcOutput
 from lineguard.nodes.plc_opcua import OpcUaPlcOutput
 from lineguard.nodes.record_jsonl import RecordJsonl
@@ -24,6 +25,7 @@ BUILTIN_NODES = [
     TruthDetector,
     BeltTracker,
     RuleInspector,
+    SurfaceInspector,
     PartVote,
     ModbusPlcOutput,
     OpcUaPlcOutput,

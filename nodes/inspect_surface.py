@@ -1,0 +1,445 @@
+"""``inspect.surface``: scratches found by comparing each part, over many frames, with a golden reference.
+
+A detector judges one frame at a time; a faint scratch on a busy surface (a board with traces, a
+brushed plate) is lost in one frame's noise. This node looks at a part the way an inspector with a
+golden sample does:
+
+1. **Stack.** While a tracked part crosses the middle of the image (``zone_px``) with its whole box
+   in view, its crop is registered onto the reference of its type (OpenCV's ECC, affine: the part's
+   turn on the belt and a camera's tilt), its brightness fitted to the reference, and kept; up to
+   ``frames`` crops. Their per-pixel median drops the sensor noise by about √n and removes what
+   moves across the part (glare, a passing shadow).
+2. **Compare.** The stack minus the reference, high-passed (lighting gradients and sheen go), in
+   units of the reference's own per-pixel variation (learnt from many parts, plus an edge allowance
+   for sub-pixel registration). Motion blur differs with the exposure; the reference is blurred
+   along the travel by the amount that fits best. A part-wide noise level above the reference's
+   scales the units down (a noisier camera raises no alarms).
+3. **Judge.** Pixels beyond ``z_seed`` grow into everything connected beyond ``z_low``; a region
+   at least ``min_length_mm`` long (dust fibres are shorter) is a scratch. Only the part's own
+   surface counts: the reference's mask leaves out its outline, holes and whatever varies from
+   part to part (the belt seen through a hole, a component's print).
+
+From then on every finding of that part carries ``scratch`` (so ``vote.part`` counts it), with a
+note such as ``"surface: 14 mm line at (-20, 8) mm"``. Findings pass through unchanged otherwise.
+
+**Teaching** (``teach: true``): run the line over good parts (a few defective ones do no harm: the
+reference is a median). The node keeps the crops of up to ``teach_parts`` parts per type and, at
+the end of the stream, writes the reference file (``reference``): per part type the median image,
+its variation and its mask. ``lineguard surface show FILE`` draws it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from lineguard.nodes.detection import candidate_paths
+from lineguard.nodes.parts_model import FrameFindings, PartFindings
+from lineguard.runtime.envelope import Envelope
+from lineguard.runtime.node import InPort, Node, OutPort
+
+SCRATCH = "scratch"
+FORMAT = "lineguard.surface/1"
+_PAD_PX = 8  # the reference reaches this far beyond the part's box
+_ECC = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-4)
+_HP_SIGMA_PX = 5.0  # high-pass: what varies slower than this is lighting, not a scratch
+_BLUR_LENGTHS = (1, 3, 5, 7, 9, 11)  # motion blur along the travel tried on the reference (px)
+_IMAGES_KEPT = 24  # frames waiting for their findings (the detector and tracker lag the camera)
+_PARTS_KEPT = 64  # per-part stacks (a part is in view for about a second)
+_MIN_STACK = 3  # fewer crops than this judge nothing
+_MASK_SIGMA = 3.0  # a pixel varying more than this x the part's median variation is left out
+
+
+class ReferenceError(ValueError):
+    """A reference file that cannot be used. The message names the file and what is wrong."""
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """The golden image of one part type: median grey image, per-pixel variation, and where to look."""
+
+    image: np.ndarray  # float32 H x W
+    sigma: np.ndarray  # float32 H x W (grey levels, of the high-passed residual)
+    mask: np.ndarray  # uint8 H x W: 255 where a scratch is looked for
+    fit_mask: np.ndarray  # uint8 H x W: 255 on the part (used to register)
+    parts: int  # how many parts it was learnt from
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[1], self.image.shape[0]
+
+
+def save_references(path: str | Path, refs: Mapping[str, Reference], mm_per_px: float) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    meta = {"format": FORMAT, "mm_per_px": mm_per_px, "part_types": {}}
+    for name, r in refs.items():
+        arrays[f"{name}.image"] = r.image.astype(np.float16)  # 1/8 grey level at worst: plenty
+        arrays[f"{name}.sigma"] = r.sigma.astype(np.float16)
+        arrays[f"{name}.mask"] = r.mask
+        arrays[f"{name}.fit_mask"] = r.fit_mask
+        meta["part_types"][name] = {"parts": r.parts, "size_px": list(r.size)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def load_references(path: str | Path) -> tuple[dict[str, Reference], dict[str, Any]]:
+    """Read a reference file. A relative path is looked for like a model path (the current
+    directory first, then the shipped ``models/``)."""
+    tried = candidate_paths(path)
+    p = next((c for c in tried if c.is_file()), None)
+    if p is None:
+        raise ReferenceError(f"{path}: no such reference file (looked for {', '.join(map(str, tried))}; teach one with teach: true over good parts)")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != FORMAT:
+                raise ReferenceError(f"{p}: expected a {FORMAT} reference file, got format {meta.get('format')!r}")
+            refs = {
+                name: Reference(
+                    z[f"{name}.image"].astype(np.float32), z[f"{name}.sigma"].astype(np.float32), z[f"{name}.mask"], z[f"{name}.fit_mask"], int(info["parts"])
+                )
+                for name, info in meta["part_types"].items()
+            }
+    except ReferenceError:
+        raise
+    except Exception as exc:  # not an npz, or keys missing
+        raise ReferenceError(f"{p}: not a readable reference file ({type(exc).__name__}: {exc})") from exc
+    if not refs:
+        raise ReferenceError(f"{p}: the reference file holds no part type")
+    return refs, meta
+
+
+# -- image work (pure functions) --------------------------------------------------------------------
+
+
+def crop_at(grey: np.ndarray, centre: tuple[float, float], size: tuple[int, int]) -> np.ndarray:
+    return cv2.getRectSubPix(grey, size, centre).astype(np.float32)
+
+
+def register(ref: np.ndarray, fit_mask: np.ndarray, crop: np.ndarray) -> np.ndarray | None:
+    """``crop`` (same size as ``ref``, roughly centred) warped onto ``ref`` and fitted to its
+    brightness; None when the registration does not converge."""
+    warp = np.eye(2, 3, dtype=np.float32)
+    try:
+        _, warp = cv2.findTransformECC(ref, crop, warp, cv2.MOTION_AFFINE, _ECC, fit_mask, 3)
+    except cv2.error:
+        return None
+    h, w = ref.shape
+    aligned = cv2.warpAffine(crop, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    on = fit_mask > 0
+    a, b = np.polyfit(aligned[on], ref[on], 1)
+    return aligned * np.float32(a) + np.float32(b)
+
+
+def high_pass(x: np.ndarray) -> np.ndarray:
+    return x - cv2.GaussianBlur(x, (0, 0), _HP_SIGMA_PX)
+
+
+def edge_sigma(ref: Reference, edge_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's variation plus an allowance where it has edges (a sub-pixel registration
+    error shows there as a residual of ``edge_px`` x the gradient), and the search mask without
+    the places that vary most (strong edges, the belt through a hole, a component's print)."""
+    gx = cv2.Sobel(ref.image, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(ref.image, cv2.CV_32F, 0, 1, ksize=3) / 8
+    grad = cv2.dilate(np.hypot(gx, gy), np.ones((3, 3), np.uint8))
+    sigma = np.sqrt(ref.sigma**2 + (edge_px * grad) ** 2).astype(np.float32)
+    steady = ((sigma < _MASK_SIGMA * np.median(sigma[ref.fit_mask > 0])) * 255).astype(np.uint8)
+    return sigma, cv2.erode(steady, np.ones((5, 5), np.uint8)) & ref.mask
+
+
+@dataclass(frozen=True)
+class SurfaceResult:
+    length_mm: float  # the longest anomaly's length (0: none)
+    centre_px: tuple[float, float]  # where it is, in reference pixels
+    peak_z: float
+    blur_px: int
+    noise_scale: float
+    frames: int
+
+
+def judge(stack: np.ndarray, ref: Reference, sigma: np.ndarray, mask: np.ndarray, mm_per_px: float, z_seed: float, z_low: float) -> tuple[SurfaceResult, np.ndarray]:
+    """Compare a part's median stack with its reference (``sigma`` and ``mask`` from
+    :func:`edge_sigma`); the longest anomaly and the z map."""
+    best: tuple[float, np.ndarray, int] | None = None
+    on = mask > 0
+    for length in _BLUR_LENGTHS:
+        blurred = cv2.blur(ref.image, (length, 1)) if length > 1 else ref.image
+        z = high_pass(stack - blurred) / sigma
+        level = float(np.median(np.abs(z[on])))
+        if best is None or level < best[0]:
+            best = (level, z, length)
+    assert best is not None
+    level, z, blur = best
+    scale = max(1.0, level / 0.6745)  # robust sigma of z: 1 on a part as quiet as the reference's
+    z = z / scale
+    z[~on] = 0
+    strength = np.abs(z)
+    low = cv2.dilate((strength > z_low).astype(np.uint8), np.ones((3, 3), np.uint8))  # bridge one-pixel gaps
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
+    seeds = np.unique(labels[strength > z_seed])
+    found = SurfaceResult(0.0, (0.0, 0.0), round(float(strength.max(initial=0.0)), 2), blur, round(scale, 3), 0)
+    for j in seeds:
+        if j == 0 or stats[j, cv2.CC_STAT_AREA] < 4:
+            continue
+        ys, xs = np.nonzero(labels == j)
+        (cx, cy), (w, h), _ = cv2.minAreaRect(np.stack([xs, ys], axis=1).astype(np.float32))
+        length = max(w, h) * mm_per_px
+        if length > found.length_mm:
+            found = replace(found, length_mm=round(length, 1), centre_px=(round(cx, 1), round(cy, 1)))
+    return found, z
+
+
+def teach_reference(crops_per_part: list[list[np.ndarray]], mask_margin_px: int, rounds: int = 3) -> Reference:
+    """A reference from the crops of many parts of one type (each part: its crops, same size)."""
+    crops_per_part = [[c.astype(np.float32) for c in crops] for crops in crops_per_part if crops]
+    mids = [c[len(c) // 2] for c in crops_per_part]
+    h, w = mids[0].shape
+    ref = np.median(mids, axis=0).astype(np.float32)
+    # registration looks at the part only, not at the belt around it (it moves under the part)
+    fit = np.zeros((h, w), np.uint8)
+    m = _PAD_PX + mask_margin_px
+    fit[m : h - m, m : w - m] = 255
+    for _ in range(rounds):
+        aligned = [a for a in (register(ref, fit, c) for c in mids) if a is not None]
+        ref = np.median(aligned, axis=0).astype(np.float32)
+    residuals = []
+    for crops in crops_per_part:
+        aligned = [a for a in (register(ref, fit, c) for c in crops) if a is not None]
+        if aligned:
+            residuals.append(high_pass(np.median(aligned, axis=0) - ref))
+    res = np.array(residuals)
+    sigma = 1.4826 * np.median(np.abs(res - np.median(res, axis=0)), axis=0)
+    sigma = (cv2.GaussianBlur(sigma.astype(np.float32), (0, 0), 2) + 0.5).astype(np.float32)
+    steady = ((sigma < _MASK_SIGMA * np.median(sigma[fit > 0])) * 255).astype(np.uint8)
+    mask = cv2.erode(steady, np.ones((5, 5), np.uint8)) & fit
+    return Reference(ref, sigma, mask, fit, len(crops_per_part))
+
+
+# -- the node ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Stack:
+    part_type: str
+    crops: list[np.ndarray] = field(default_factory=list)
+    last_x: float = -math.inf  # image column of the last stacked crop
+    result: SurfaceResult | None = None
+    flagged: bool = False
+    note: str = ""
+
+
+class SurfaceInspector(Node):
+    """Finds scratches on each part by stacking its frames and comparing them with a golden reference.
+
+    Sits between ``inspect.rules`` and ``vote.part``: findings in, the same findings out, with
+    ``scratch`` added to every later finding of a part whose surface shows a line at least
+    ``min_length_mm`` long. Needs the camera's frames too (``image``). How it works, and how to
+    teach the reference (``teach: true``): see the module's documentation.
+
+    Example:
+        surf:
+          type: inspect.surface
+          params: {reference: models/sim-v4/surface.npz}
+          in: {findings: insp.findings, image: cam.image}
+    """
+
+    type_name = "inspect.surface"
+    version = 1
+    inputs = {
+        "findings": InPort("part_findings", queue=8),
+        "image": InPort("image", queue=_IMAGES_KEPT, policy="drop_oldest"),
+    }
+    outputs = {"findings": OutPort("part_findings", "the inspector's findings, with scratch added where the surface shows one")}
+    params_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["reference"],
+        "properties": {
+            "reference": {"type": "string", "description": "Reference file (.npz): read, or written when teach is true."},
+            "teach": {"type": "boolean", "default": False, "description": "Learn the reference from this run's parts and write it at the end; findings pass through unchanged."},
+            "teach_parts": {"type": "integer", "minimum": 5, "default": 60, "description": "Parts per type a reference is learnt from."},
+            "frames": {"type": "integer", "minimum": _MIN_STACK, "default": 12, "description": "Crops stacked per part before it is judged."},
+            "zone_px": {
+                "type": "array",
+                "items": {"type": "number", "minimum": 0},
+                "minItems": 2,
+                "maxItems": 2,
+                "default": [320, 960],
+                "description": "Image columns [x0, x1] the part's centre must lie between for a crop to be stacked (away from the lens' edges).",
+            },
+            "z_seed": {"type": "number", "exclusiveMinimum": 0, "default": 4.5, "description": "A scratch needs pixels this many sigmas off the reference."},
+            "z_low": {"type": "number", "exclusiveMinimum": 0, "default": 3.0, "description": "...and grows over connected pixels beyond this."},
+            "min_length_mm": {"type": "number", "exclusiveMinimum": 0, "default": 10.0, "description": "Shorter anomalies (dust, fibres) are not scratches."},
+            "edge_px": {"type": "number", "minimum": 0, "default": 0.3, "description": "Registration error allowed at the reference's edges (px)."},
+            "step_px": {"type": "number", "minimum": 0, "default": 40, "description": "A crop is stacked when the part has moved at least this far since the last one: crops from across the zone see the part under different light and glare."},
+            "mask_margin_mm": {"type": "number", "minimum": 0, "default": 8.0, "description": "Teaching: the band inside the part's outline left out of the search (something lying next to the part, or its edge on a tilted camera, shows there)."},
+        },
+    }
+
+    @classmethod
+    def check_params(cls, params, line):
+        problems = []
+        zone = params["zone_px"]
+        if zone[1] <= zone[0]:
+            problems.append(("zone_px", f"expected [x0, x1] with x0 < x1, got {list(zone)}"))
+        if params["z_low"] > params["z_seed"]:
+            problems.append(("z_low", f"expected at most z_seed ({params['z_seed']}), got {params['z_low']}"))
+        if not params["teach"]:
+            try:
+                _, meta = load_references(params["reference"])
+            except ReferenceError as exc:
+                problems.append(("reference", str(exc)))
+            else:
+                mm = float(line["mm_per_px"])
+                if abs(meta["mm_per_px"] - mm) > 0.02 * mm:
+                    problems.append(("reference", f"{params['reference']}: taught at {meta['mm_per_px']:g} mm/px, but the line's mm_per_px is {mm:g}; teach it again at this scale"))
+        return problems
+
+    async def open(self) -> None:
+        p = self.params
+        self.mm_per_px = float(self.ctx.line["mm_per_px"])
+        self.images: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.stacks: OrderedDict[int, _Stack] = OrderedDict()
+        self.refs: dict[str, Reference] = {}
+        self.sigmas: dict[str, np.ndarray] = {}
+        self.taught: dict[str, list[list[np.ndarray]]] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}
+        if not p["teach"]:
+            self.refs, _ = load_references(p["reference"])
+            self.sigmas = {name: edge_sigma(r, p["edge_px"]) for name, r in self.refs.items()}  # (sigma, mask)
+            self.sizes = {name: r.size for name, r in self.refs.items()}
+            self.ctx.log.info("surface references for %s from %s", ", ".join(f"{n} ({r.parts} parts)" for n, r in self.refs.items()), p["reference"])
+
+    async def process(self, port: str, envelope: Envelope) -> None:
+        if port == "image":
+            image = envelope.payload
+            self.images[envelope.frame_id] = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+            while len(self.images) > _IMAGES_KEPT:
+                self.images.popitem(last=False)
+            return
+        frame: FrameFindings = envelope.payload
+        grey = self.images.get(envelope.frame_id)
+        if grey is None:
+            self.ctx.count("surface_frame_missing")
+        else:
+            await self.ctx.clock.run_in_thread(self._stack_frame, frame, grey)
+        parts = tuple(self._with_result(f) for f in frame.parts)
+        for tid in frame.ended:
+            stack = self.stacks.pop(tid, None)
+            if stack is not None and stack.result is None and not self.params["teach"]:
+                self.ctx.count("surface_unjudged")  # never whole in the zone long enough: the detector alone judged it
+        await self.ctx.emit("findings", envelope.derive(FrameFindings(frame.image_hw, parts, frame.ended)))
+
+    async def flush(self) -> None:
+        if not self.params["teach"]:
+            return
+        refs = {}
+        margin = max(1, round(self.params["mask_margin_mm"] / self.mm_per_px))
+        for name, parts in self.taught.items():
+            if len(parts) < 5:
+                self.ctx.log.warning("surface teaching: only %d %s parts seen (need 5); no reference for it", len(parts), name)
+                continue
+            # in the loop's own thread: a teaching run is not inspecting, and a long computation
+            # in a worker would let a simulated clock run ahead of it
+            refs[name] = teach_reference(parts, margin)
+        if not refs:
+            raise RuntimeError(f"surface teaching saw too few whole parts to write {self.params['reference']}")
+        save_references(self.params["reference"], refs, self.mm_per_px)
+        self.ctx.log.info("surface reference written to %s: %s", self.params["reference"], ", ".join(f"{n} ({r.parts} parts)" for n, r in refs.items()))
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _stack_frame(self, frame: FrameFindings, grey: np.ndarray) -> None:
+        p = self.params
+        height, width = grey.shape[:2]
+        x0, x1 = p["zone_px"]
+        for f in frame.parts:
+            t = f.track
+            bx0, by0, bx1, by1 = t.box_xyxy
+            whole = bx0 >= 1 and by0 >= 1 and bx1 <= width - 1 and by1 <= height - 1
+            if not (t.in_view and whole and x0 <= t.centre_x_px <= x1):
+                continue
+            if p["teach"]:
+                self._teach(t.track_id, t.part_type, grey, t.box_xyxy)
+                continue
+            ref = self.refs.get(t.part_type)
+            if ref is None:
+                continue
+            stack = self._stack(t.track_id, t.part_type)
+            if stack.result is not None or stack.part_type != t.part_type or t.centre_x_px - stack.last_x < p["step_px"]:
+                continue
+            stack.last_x = t.centre_x_px
+            centre = ((bx0 + bx1) / 2, (by0 + by1) / 2)
+            aligned = register(ref.image, ref.fit_mask, crop_at(grey, centre, ref.size))
+            if aligned is None:
+                self.ctx.count("surface_not_registered")
+                continue
+            stack.crops.append(aligned)
+            if len(stack.crops) >= p["frames"]:
+                self._judge(stack)
+        if p["teach"]:
+            return
+        # a part leaving the zone before its stack is full is judged on what it has
+        for f in frame.parts:
+            stack = self.stacks.get(f.track.track_id)
+            if stack is not None and stack.result is None and f.track.centre_x_px > x1 and len(stack.crops) >= _MIN_STACK:
+                self._judge(stack)
+
+    def _stack(self, track_id: int, part_type: str) -> _Stack:
+        stack = self.stacks.get(track_id)
+        if stack is None:
+            stack = self.stacks[track_id] = _Stack(part_type)
+            while len(self.stacks) > _PARTS_KEPT:
+                self.stacks.popitem(last=False)
+        return stack
+
+    def _judge(self, stack: _Stack) -> None:
+        p = self.params
+        ref = self.refs[stack.part_type]
+        sigma, mask = self.sigmas[stack.part_type]
+        result, _ = judge(np.median(stack.crops, axis=0), ref, sigma, mask, self.mm_per_px, p["z_seed"], p["z_low"])
+        stack.result = replace(result, frames=len(stack.crops))
+        stack.crops = []  # judged: the crops are no longer needed
+        stack.flagged = result.length_mm >= p["min_length_mm"]
+        self.ctx.count("surface_judged")
+        if stack.flagged:
+            h, w = ref.image.shape
+            x_mm = (result.centre_px[0] - w / 2) * self.mm_per_px
+            y_mm = (result.centre_px[1] - h / 2) * self.mm_per_px
+            stack.note = f"surface: {result.length_mm:.0f} mm line at ({x_mm:.0f}, {y_mm:.0f}) mm"
+            self.ctx.count("surface_scratch")
+
+    def _with_result(self, f: PartFindings) -> PartFindings:
+        stack = self.stacks.get(f.track.track_id)
+        if stack is None or not stack.flagged or stack.result is None:
+            return f
+        conf = min(1.0, 0.5 + stack.result.length_mm / (4 * self.params["min_length_mm"]))
+        defects = dict(f.defects)
+        defects[SCRATCH] = max(defects.get(SCRATCH, 0.0), conf)
+        judged = f.judged if SCRATCH in f.judged else (*f.judged, SCRATCH)
+        notes = f.notes if stack.note in f.notes else (*f.notes, stack.note)
+        return replace(f, defects=defects, judged=judged, notes=notes)
+
+    def _teach(self, track_id: int, part_type: str, grey: np.ndarray, box: tuple[float, float, float, float]) -> None:
+        parts = self.taught.setdefault(part_type, [])
+        if part_type not in self.sizes:
+            bw, bh = box[2] - box[0], box[3] - box[1]
+            self.sizes[part_type] = (int(math.ceil(bw)) + 2 * _PAD_PX, int(math.ceil(bh)) + 2 * _PAD_PX)
+        stack = self._stack(track_id, part_type)
+        if not stack.crops:
+            if len(parts) >= self.params["teach_parts"]:
+                return
+            parts.append(stack.crops)  # the list fills as the part crosses the zone
+        centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        if len(stack.crops) < self.params["frames"] and centre[0] - stack.last_x >= self.params["step_px"]:
+            stack.last_x = centre[0]
+            stack.crops.append(cv2.getRectSubPix(grey, self.sizes[part_type], centre))  # uint8 until teaching ends

@@ -1,0 +1,213 @@
+"""inspect.surface: a scratch too faint for one frame is found in a part's stacked frames."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lineguard.nodes.inspect_surface import (
+    ReferenceError,
+    edge_sigma,
+    judge,
+    load_references,
+    register,
+    save_references,
+    teach_reference,
+)
+from lineguard.runtime.cli import main
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "sim-v4" / "surface.npz"
+
+MPP = 0.5
+PART_PX = (240, 140)  # a 120 x 70 mm part at 0.5 mm/px
+CROP = (PART_PX[0] + 16, PART_PX[1] + 16)
+NOISE = 4.0  # grey levels, as in the shift scenario
+
+
+def _surface() -> np.ndarray:
+    """A busy part surface: mottled, with traces and pads (the same on every part)."""
+    rng = np.random.default_rng(5)
+    w, h = PART_PX
+    img = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 3) * 25 + 120
+    for _ in range(6):  # traces
+        x0, y0 = rng.integers(10, w - 10), rng.integers(10, h - 10)
+        horizontal = rng.random() < 0.5
+        x1, y1 = (int(rng.integers(10, w - 10)), int(y0)) if horizontal else (int(x0), int(rng.integers(10, h - 10)))
+        cv2.line(img, (int(x0), int(y0)), (x1, y1), 150.0, 2)
+    for _ in range(8):  # pads
+        x, y = rng.integers(10, w - 20), rng.integers(10, h - 20)
+        cv2.rectangle(img, (int(x), int(y)), (int(x) + 8, int(y) + 5), 200.0, -1)
+    return img
+
+
+SURFACE = _surface()
+
+
+def sighting(rng: np.random.Generator, *, line: tuple | None = None, speck: tuple | None = None, gain: float = 1.0, offset: float = 0.0, blur_px: int = 1) -> np.ndarray:
+    """One frame's crop of a part: turned and shifted a little, lit, blurred along the travel, noisy.
+    ``line`` = ((x0, y0), (x1, y1), delta): a scratch in part pixels, ``delta`` grey levels."""
+    w, h = CROP
+    part = SURFACE.copy()
+    if line is not None:
+        (p0, p1, delta) = line
+        mask = np.zeros_like(part)
+        cv2.line(mask, p0, p1, 1.0, 2, cv2.LINE_AA)
+        part += mask * delta
+    if speck is not None:
+        cv2.circle(part, speck[:2], 1, float(speck[2]), -1)
+    canvas = np.full((h, w), 40.0, np.float32)  # the belt around the part
+    canvas[8 : 8 + PART_PX[1], 8 : 8 + PART_PX[0]] = part
+    angle, dx, dy = rng.uniform(-2, 2), rng.uniform(-1.5, 1.5), rng.uniform(-1.5, 1.5)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    m[:, 2] += (dx, dy)
+    img = cv2.warpAffine(canvas, m, (w, h), borderValue=40.0)
+    if blur_px > 1:
+        img = cv2.blur(img, (blur_px, 1))
+    img = img * gain + offset + rng.normal(0, NOISE, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    rng = np.random.default_rng(11)
+    parts = [[sighting(rng) for _ in range(12)] for _ in range(24)]
+    ref = teach_reference(parts, mask_margin_px=6)
+    return ref, edge_sigma(ref, 0.3)
+
+
+def inspect(reference, crops):
+    ref, (sigma, mask) = reference
+    aligned = [a for a in (register(ref.image, ref.fit_mask, c) for c in crops) if a is not None]
+    assert len(aligned) == len(crops)  # every sighting registered
+    result, _ = judge(np.median(aligned, axis=0), ref, sigma, mask, MPP, z_seed=4.5, z_low=3.0)
+    return result
+
+
+def on_line(point_px, line) -> bool:
+    """Whether a point in reference pixels lies on a scratch drawn in part pixels (within 4 px)."""
+    (x0, y0), (x1, y1), _ = line
+    a, b, p = np.array([x0 + 8, y0 + 8], float), np.array([x1 + 8, y1 + 8], float), np.array(point_px, float)
+    t = np.clip(np.dot(p - a, b - a) / np.dot(b - a, b - a), 0, 1)
+    return float(np.linalg.norm(a + t * (b - a) - p)) <= 4.0
+
+
+# a 53 mm scratch across the part, 8 grey levels darker: 2 sigma of one frame's noise
+FAINT = ((60, 30), (130, 110), -8.0)
+FAINT_LENGTH_MM = math.hypot(70, 80) * MPP
+
+
+def test_a_faint_scratch_is_found_in_twelve_stacked_frames_but_not_in_one(reference):
+    rng = np.random.default_rng(1)
+    stacked = inspect(reference, [sighting(rng, line=FAINT) for _ in range(12)])
+    single = inspect(reference, [sighting(rng, line=FAINT)])
+    assert stacked.length_mm >= 0.35 * FAINT_LENGTH_MM  # a scratch: the node's min_length_mm is 10
+    assert single.length_mm < 10.0
+    assert on_line(stacked.centre_px, FAINT)  # found where it is
+
+
+def test_good_parts_show_no_line_even_under_other_light_and_longer_exposure(reference):
+    rng = np.random.default_rng(2)
+    for kwargs in ({}, {"gain": 0.75, "offset": 12.0}, {"blur_px": 7}, {"speck": (150, 60, 30.0)}):
+        result = inspect(reference, [sighting(rng, **kwargs) for _ in range(12)])
+        assert result.length_mm < 3.0, kwargs  # a dust speck is an anomaly, but no line
+
+
+def test_a_bright_scratch_on_a_dimmer_line_is_found(reference):
+    rng = np.random.default_rng(3)
+    line = ((30, 100), (200, 95), 14.0)
+    result = inspect(reference, [sighting(rng, line=line, gain=0.8, blur_px=5) for _ in range(12)])
+    assert result.length_mm >= 20.0 and on_line(result.centre_px, line)
+
+
+def test_the_reference_round_trips_through_its_file(reference, tmp_path):
+    ref, _ = reference
+    path = tmp_path / "surface.npz"
+    save_references(path, {"plate": ref}, MPP)
+    refs, meta = load_references(path)
+    assert meta["mm_per_px"] == MPP and refs["plate"].parts == 24
+    np.testing.assert_array_equal(refs["plate"].mask, ref.mask)
+
+
+def test_a_missing_or_foreign_reference_file_is_named(tmp_path):
+    with pytest.raises(ReferenceError, match=r"nothere\.npz: no such reference file \(looked for "):
+        load_references(tmp_path / "nothere.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a reference")
+    with pytest.raises(ReferenceError, match=r"bad\.npz: not a readable reference file"):
+        load_references(bad)
+
+
+# -- on the simulated line --------------------------------------------------------------------------
+
+# The detector stand-in is the ground truth, blind to scratches: what finds them is inspect.surface
+# alone. HD at 0.5 mm/px like the default recipe (the shipped reference was taught at that scale).
+LINE_RECIPE = textwrap.dedent("""\
+    version: 1
+    line: {belt_speed_mm_s: 400, mm_per_px: 0.5, encoder_counts_per_mm: 10, reject_distance_mm: 800}
+    nodes:
+      cam: {type: camera.sim, params: {set: {camera.fps: 30, distractors.gloves_per_min: 0, defects.rate: 0.5, defects.mix: {scratch: 1, missing_component: 0, misaligned: 0}}}}
+      det: {type: detector.truth, params: {class_miss_rates: {scratch: 1.0}}, in: {truth: cam.truth}}
+      trk: {type: tracker.belt, in: {detections: det.detections}}
+      insp: {type: inspect.rules, params: {placement_zone_px: [320, 960]}, in: {tracks: trk.tracks}}
+      surf: {type: inspect.surface, params: SURF, in: {findings: insp.findings, image: cam.image}}
+      vote: {type: vote.part, in: {findings: surf.findings}}
+      log: {type: record.jsonl, params: {path: LOG}, in: {items: [vote.verdicts]}}
+    """)
+
+
+def line_recipe(tmp_path, surf: str) -> str:
+    path = tmp_path / "line.yaml"
+    path.write_text(LINE_RECIPE.replace("SURF", surf).replace("LOG", str(tmp_path / "v.jsonl")))
+    return str(path)
+
+
+def sim_eval(capsys, *args: str) -> dict:
+    assert main(["sim", "eval", *args, "--json", "--no-progress"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_scratches_the_detector_cannot_see_are_rejected_from_the_stacked_frames(tmp_path, capsys):
+    recipe = line_recipe(tmp_path, f"{{reference: {SHIPPED}}}")
+    result = sim_eval(capsys, recipe, "--parts", "24", "--seed", "1301")
+    scratched = [p for p in result["parts"] if p["defective"]]
+    good = [p for p in result["parts"] if not p["defective"]]
+    assert len(scratched) >= 8 and len(good) >= 8
+    found = [p for p in scratched if p["rejected"] and "scratch" in p["reasons"]]
+    print(f"{len(found)} of {len(scratched)} scratched parts rejected for scratch; {len(good)} good parts")
+    assert len(found) >= 0.8 * len(scratched)
+    assert not any(p["rejected"] for p in good)  # no good part rejected
+    verdicts = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    notes = [n for v in verdicts for n in v["payload"]["notes"] if n.startswith("surface: ")]
+    assert len(notes) == len(found)  # each says where: "surface: 23 mm line at (-12, 8) mm"
+
+
+def test_teaching_writes_a_reference_for_each_part_type(tmp_path, capsys):
+    reference = tmp_path / "taught.npz"
+    recipe = line_recipe(tmp_path, f"{{reference: {reference}, teach: true, teach_parts: 5}}")
+    result = sim_eval(capsys, recipe, "--parts", "14", "--seed", "1302")
+    assert result["summary"]["parts"] == 14
+    refs, meta = load_references(reference)
+    assert sorted(refs) == ["bracket", "pcb"] and meta["mm_per_px"] == 0.5
+    for ref in refs.values():
+        assert ref.parts == 5
+        assert 0.3 < (ref.mask > 0).mean() < 0.9  # the part's surface, without its outline band and holes
+
+
+def test_a_recipe_naming_a_missing_reference_is_refused_with_the_file(tmp_path, capsys):
+    recipe = line_recipe(tmp_path, "{reference: models/none/surface.npz}")
+    assert main(["sim", "eval", recipe, "--parts", "2", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "surf" in err and "models/none/surface.npz: no such reference file" in err
+
+
+def test_a_reference_taught_at_another_scale_is_refused(tmp_path, capsys):
+    recipe = line_recipe(tmp_path, f"{{reference: {SHIPPED}}}")
+    Path(recipe).write_text(Path(recipe).read_text().replace("mm_per_px: 0.5", "mm_per_px: 1.0"))
+    assert main(["sim", "eval", recipe, "--parts", "2", "--no-progress"]) == 1
+    assert "taught at 0.5 mm/px, but the line's mm_per_px is 1" in capsys.readouterr().err
