@@ -198,6 +198,20 @@ def judge(stack: np.ndarray, ref: Reference, sigma: np.ndarray, mask: np.ndarray
     return found, z
 
 
+def _belt_like(ref: np.ndarray) -> np.ndarray:
+    """Where the reference looks like the belt around the part (its border band): a hole through
+    the part. What shows there (a label on the belt, grime) is not the part's surface. Returns a
+    uint8 mask (255 = belt-like)."""
+    ring = np.ones(ref.shape, bool)
+    ring[_PAD_PX // 2 : -_PAD_PX // 2, _PAD_PX // 2 : -_PAD_PX // 2] = False
+    level = float(np.median(ref[ring]))
+    surface = float(np.median(ref[~ring]))
+    # nearer the belt's grey than half way to the part's: on a part much like the belt, nothing
+    like = (np.abs(ref - level) < abs(surface - level) / 2).astype(np.uint8) * 255
+    like = cv2.morphologyEx(like, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))  # holes, not single dark pixels
+    return cv2.dilate(like, np.ones((15, 15), np.uint8))  # and the high-pass halo of what shows there
+
+
 def teach_reference(crops_per_part: list[list[np.ndarray]], mask_margin_px: int, rounds: int = 3) -> Reference:
     """A reference from the crops of many parts of one type (each part: its crops, same size)."""
     crops_per_part = [[c.astype(np.float32) for c in crops] for crops in crops_per_part if crops]
@@ -220,7 +234,7 @@ def teach_reference(crops_per_part: list[list[np.ndarray]], mask_margin_px: int,
     sigma = 1.4826 * np.median(np.abs(res - np.median(res, axis=0)), axis=0)
     sigma = (cv2.GaussianBlur(sigma.astype(np.float32), (0, 0), 2) + 0.5).astype(np.float32)
     steady = ((sigma < _MASK_SIGMA * np.median(sigma[fit > 0])) * 255).astype(np.uint8)
-    mask = cv2.erode(steady, np.ones((5, 5), np.uint8)) & fit
+    mask = cv2.erode(steady, np.ones((5, 5), np.uint8)) & fit & ~_belt_like(ref)
     return Reference(ref, sigma, mask, fit, len(crops_per_part))
 
 

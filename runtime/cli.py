@@ -325,6 +325,8 @@ def _add_plugin_commands(sub: argparse._SubParsersAction, bench: argparse._SubPa
         detect = importlib.import_module("lineguard.nodes.detect_cli")
         detect.register(sub)
         detect.register_bench(bench)
+    if importlib.util.find_spec("lineguard.nodes.surface_cli"):
+        importlib.import_module("lineguard.nodes.surface_cli").register(sub)
     if importlib.util.find_spec("lineguard.learn.train_cli"):
         importlib.import_module("lineguard.learn.train_cli").register(sub)
 
