@@ -327,6 +327,7 @@ class SurfaceInspector(Node):
         self.sigmas: dict[str, np.ndarray] = {}
         self.taught: dict[str, list[list[np.ndarray]]] = {}
         self.sizes: dict[str, tuple[int, int]] = {}
+        self.unknown_types: set[str] = set()
         if not p["teach"]:
             self.refs, _ = load_references(p["reference"])
             self.sigmas = {name: edge_sigma(r, p["edge_px"]) for name, r in self.refs.items()}  # (sigma, mask)
@@ -387,6 +388,10 @@ class SurfaceInspector(Node):
                 continue
             ref = self.refs.get(t.part_type)
             if ref is None:
+                if t.part_type not in self.unknown_types:
+                    self.unknown_types.add(t.part_type)
+                    self.ctx.log.warning("no surface reference for part type %r in %s: its surface is not checked (teach one)", t.part_type, p["reference"])
+                self.ctx.count("surface_no_reference")
                 continue
             stack = self._stack(t.track_id, t.part_type)
             if stack.result is not None or stack.part_type != t.part_type or t.centre_x_px - stack.last_x < p["step_px"]:

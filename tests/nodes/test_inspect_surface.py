@@ -223,3 +223,13 @@ def test_surface_show_describes_the_shipped_reference_and_draws_it(tmp_path, cap
         assert picture.shape[1] == 3 * r["size_px"][0]  # reference | variation | search mask
     assert main(["surface", "show", str(tmp_path / "none.npz")]) == 1
     assert "none.npz: no such reference file" in capsys.readouterr().err
+
+
+def test_a_part_type_without_a_reference_is_named_in_a_warning(tmp_path, capsys):
+    refs, _ = load_references(SHIPPED)
+    pcb_only = tmp_path / "pcb_only.npz"
+    save_references(pcb_only, {"pcb": refs["pcb"]}, 0.5)
+    assert main(["sim", "eval", line_recipe(tmp_path, f"{{reference: {pcb_only}}}"), "--parts", "6", "--seed", "1303", "--json", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["summary"]["parts"] == 6
+    assert "no surface reference for part type 'bracket'" in err
