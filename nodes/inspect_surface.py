@@ -218,16 +218,13 @@ def teach_reference(crops_per_part: list[list[np.ndarray]], mask_margin_px: int,
     mids = [c[len(c) // 2] for c in crops_per_part]
     h, w = mids[0].shape
     ref = np.median(mids, axis=0).astype(np.float32)
-    # registration looks at the part only, not at the belt around it or through its holes (a
-    # different patch of belt under every part, maybe with a label on it)
-    inner = np.zeros((h, w), np.uint8)
+    # registration looks at the part only, not at the belt around it (a different patch under every part)
+    fit = np.zeros((h, w), np.uint8)
     m = _PAD_PX + mask_margin_px
-    inner[m : h - m, m : w - m] = 255
+    fit[m : h - m, m : w - m] = 255
     for _ in range(rounds):
-        fit = inner & ~_belt_like(ref)
         aligned = [a for a in (register(ref, fit, c) for c in mids) if a is not None]
         ref = np.median(aligned, axis=0).astype(np.float32)
-    fit = inner & ~_belt_like(ref)
     residuals = []
     for crops in crops_per_part:
         aligned = [a for a in (register(ref, fit, c) for c in crops) if a is not None]
@@ -237,7 +234,7 @@ def teach_reference(crops_per_part: list[list[np.ndarray]], mask_margin_px: int,
     sigma = 1.4826 * np.median(np.abs(res - np.median(res, axis=0)), axis=0)
     sigma = (cv2.GaussianBlur(sigma.astype(np.float32), (0, 0), 2) + 0.5).astype(np.float32)
     steady = ((sigma < _MASK_SIGMA * np.median(sigma[fit > 0])) * 255).astype(np.uint8)
-    mask = cv2.erode(steady, np.ones((5, 5), np.uint8)) & fit
+    mask = cv2.erode(steady, np.ones((5, 5), np.uint8)) & fit & ~_belt_like(ref)
     return Reference(ref, sigma, mask, fit, len(crops_per_part))
 
 
