@@ -144,6 +144,13 @@ def high_pass(x: np.ndarray) -> np.ndarray:
     return x - cv2.GaussianBlur(x, (0, 0), _HP_SIGMA_PX)
 
 
+def _steady(sigma: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Where ``sigma`` stays under _MASK_SIGMA x its median over ``region`` (uint8, eroded, so
+    the neighbours of what varies are left out too)."""
+    steady = ((sigma < _MASK_SIGMA * np.median(sigma[region > 0])) * 255).astype(np.uint8)
+    return cv2.erode(steady, np.ones((5, 5), np.uint8))
+
+
 def edge_sigma(ref: Reference, edge_px: float) -> tuple[np.ndarray, np.ndarray]:
     """The reference's variation plus an allowance where it has edges (a sub-pixel registration
     error shows there as a residual of ``edge_px`` x the gradient), and the search mask without
@@ -152,8 +159,7 @@ def edge_sigma(ref: Reference, edge_px: float) -> tuple[np.ndarray, np.ndarray]:
     gy = cv2.Sobel(ref.image, cv2.CV_32F, 0, 1, ksize=3) / 8
     grad = cv2.dilate(np.hypot(gx, gy), np.ones((3, 3), np.uint8))
     sigma = np.sqrt(ref.sigma**2 + (edge_px * grad) ** 2).astype(np.float32)
-    steady = ((sigma < _MASK_SIGMA * np.median(sigma[ref.fit_mask > 0])) * 255).astype(np.uint8)
-    return sigma, cv2.erode(steady, np.ones((5, 5), np.uint8)) & ref.mask
+    return sigma, _steady(sigma, ref.fit_mask) & ref.mask
 
 
 @dataclass(frozen=True)
@@ -233,8 +239,7 @@ def teach_reference(crops_per_part: list[list[np.ndarray]], mask_margin_px: int,
     res = np.array(residuals)
     sigma = 1.4826 * np.median(np.abs(res - np.median(res, axis=0)), axis=0)
     sigma = (cv2.GaussianBlur(sigma.astype(np.float32), (0, 0), 2) + 0.5).astype(np.float32)
-    steady = ((sigma < _MASK_SIGMA * np.median(sigma[fit > 0])) * 255).astype(np.uint8)
-    mask = cv2.erode(steady, np.ones((5, 5), np.uint8)) & fit & ~_belt_like(ref)
+    mask = _steady(sigma, fit) & fit & ~_belt_like(ref)
     return Reference(ref, sigma, mask, fit, len(crops_per_part))
 
 
@@ -247,8 +252,7 @@ class _Stack:
     crops: list[np.ndarray] = field(default_factory=list)
     last_x: float = -math.inf  # image column of the last stacked crop
     result: SurfaceResult | None = None
-    flagged: bool = False
-    note: str = ""
+    note: str = ""  # set when the result is a scratch
 
 
 class SurfaceInspector(Node):
@@ -324,14 +328,13 @@ class SurfaceInspector(Node):
         self.images: OrderedDict[int, np.ndarray] = OrderedDict()
         self.stacks: OrderedDict[int, _Stack] = OrderedDict()
         self.refs: dict[str, Reference] = {}
-        self.sigmas: dict[str, np.ndarray] = {}
+        self.search: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per part type: sigma with the edge allowance, search mask
         self.taught: dict[str, list[list[np.ndarray]]] = {}
-        self.sizes: dict[str, tuple[int, int]] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}  # teaching: crop size per part type
         self.unknown_types: set[str] = set()
         if not p["teach"]:
             self.refs, _ = load_references(p["reference"])
-            self.sigmas = {name: edge_sigma(r, p["edge_px"]) for name, r in self.refs.items()}  # (sigma, mask)
-            self.sizes = {name: r.size for name, r in self.refs.items()}
+            self.search = {name: edge_sigma(r, p["edge_px"]) for name, r in self.refs.items()}
             self.ctx.log.info("surface references for %s from %s", ", ".join(f"{n} ({r.parts} parts)" for n, r in self.refs.items()), p["reference"])
 
     async def process(self, port: str, envelope: Envelope) -> None:
@@ -375,13 +378,11 @@ class SurfaceInspector(Node):
 
     def _stack_frame(self, frame: FrameFindings, grey: np.ndarray) -> None:
         p = self.params
-        height, width = grey.shape[:2]
         x0, x1 = p["zone_px"]
         for f in frame.parts:
             t = f.track
             bx0, by0, bx1, by1 = t.box_xyxy
-            whole = bx0 >= 1 and by0 >= 1 and bx1 <= width - 1 and by1 <= height - 1
-            if not (t.in_view and whole and x0 <= t.centre_x_px <= x1):
+            if not (t.in_view and x0 <= t.centre_x_px <= x1):  # in_view: the whole box, clear of the image edge
                 continue
             if p["teach"]:
                 self._teach(t.track_id, t.part_type, grey, t.box_xyxy)
@@ -424,13 +425,12 @@ class SurfaceInspector(Node):
     def _judge(self, stack: _Stack) -> None:
         p = self.params
         ref = self.refs[stack.part_type]
-        sigma, mask = self.sigmas[stack.part_type]
+        sigma, mask = self.search[stack.part_type]
         result, _ = judge(np.median(stack.crops, axis=0), ref, sigma, mask, self.mm_per_px, p["z_seed"], p["z_low"])
         stack.result = replace(result, frames=len(stack.crops))
         stack.crops = []  # judged: the crops are no longer needed
-        stack.flagged = result.length_mm >= p["min_length_mm"]
         self.ctx.count("surface_judged")
-        if stack.flagged:
+        if result.length_mm >= p["min_length_mm"]:
             h, w = ref.image.shape
             x_mm = (result.centre_px[0] - w / 2) * self.mm_per_px
             y_mm = (result.centre_px[1] - h / 2) * self.mm_per_px
@@ -439,7 +439,7 @@ class SurfaceInspector(Node):
 
     def _with_result(self, f: PartFindings) -> PartFindings:
         stack = self.stacks.get(f.track.track_id)
-        if stack is None or not stack.flagged or stack.result is None:
+        if stack is None or stack.result is None or not stack.note:
             return f
         conf = min(1.0, 0.5 + stack.result.length_mm / (4 * self.params["min_length_mm"]))
         defects = dict(f.defects)

@@ -213,18 +213,6 @@ def test_a_reference_taught_at_another_scale_is_refused(tmp_path, capsys):
     assert "taught at 0.5 mm/px, but the line's mm_per_px is 1" in capsys.readouterr().err
 
 
-def test_surface_show_describes_the_shipped_reference_and_draws_it(tmp_path, capsys):
-    assert main(["surface", "show", str(SHIPPED), "--json", "--out", str(tmp_path)]) == 0
-    shown = json.loads(capsys.readouterr().out)
-    assert shown["mm_per_px"] == 0.5
-    assert {r["part_type"]: r["parts"] for r in shown["part_types"]} == {"bracket": 60, "pcb": 60}
-    for r in shown["part_types"]:
-        picture = cv2.imread(r["picture"])
-        assert picture.shape[1] == 3 * r["size_px"][0]  # reference | variation | search mask
-    assert main(["surface", "show", str(tmp_path / "none.npz")]) == 1
-    assert "none.npz: no such reference file" in capsys.readouterr().err
-
-
 def test_a_part_type_without_a_reference_is_named_in_a_warning(tmp_path, capsys):
     refs, _ = load_references(SHIPPED)
     pcb_only = tmp_path / "pcb_only.npz"
