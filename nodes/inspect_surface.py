@@ -5,8 +5,9 @@ brushed plate) is lost in one frame's noise. This node looks at a part the way a
 golden sample does:
 
 1. **Stack.** While a tracked part crosses the middle of the image (``zone_px``) with its whole box
-   in view, its crop is registered onto the reference of its type (OpenCV's ECC, affine: the part's
-   turn on the belt and a camera's tilt), its brightness fitted to the reference, and kept; up to
+   in view, its crop is registered onto the reference of its type (OpenCV's ECC, a homography: the
+   part's turn on the belt and a tilted camera's foreshortening), its brightness fitted to the
+   reference, and kept; up to
    ``frames`` crops. Their per-pixel median drops the sensor noise by about √n and removes what
    moves across the part (glare, a passing shadow).
 2. **Compare.** The stack minus the reference, high-passed (lighting gradients and sheen go), in
@@ -127,14 +128,18 @@ def crop_at(grey: np.ndarray, centre: tuple[float, float], size: tuple[int, int]
 
 def register(ref: np.ndarray, fit_mask: np.ndarray, crop: np.ndarray) -> np.ndarray | None:
     """``crop`` (same size as ``ref``, roughly centred) warped onto ``ref`` and fitted to its
-    brightness; None when the registration does not converge."""
-    warp = np.eye(2, 3, dtype=np.float32)
+    brightness; None when the registration does not converge.
+
+    The warp is a homography: a flat part seen by a camera that is not square to the belt is
+    foreshortened, and an affine warp leaves that as a sub-pixel misfit that grows towards the
+    part's corners (on a camera tilted 3-6 degrees it showed as lines by a board's corner)."""
+    warp = np.eye(3, dtype=np.float32)
     try:
-        _, warp = cv2.findTransformECC(ref, crop, warp, cv2.MOTION_AFFINE, _ECC, fit_mask, 3)
+        _, warp = cv2.findTransformECC(ref, crop, warp, cv2.MOTION_HOMOGRAPHY, _ECC, fit_mask, 3)
     except cv2.error:
         return None
     h, w = ref.shape
-    aligned = cv2.warpAffine(crop, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    aligned = cv2.warpPerspective(crop, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
     on = fit_mask > 0
     a, b = np.polyfit(aligned[on], ref[on], 1)
     return aligned * np.float32(a) + np.float32(b)

@@ -49,9 +49,16 @@ def _surface() -> np.ndarray:
 SURFACE = _surface()
 
 
-def sighting(rng: np.random.Generator, *, line: tuple | None = None, speck: tuple | None = None, gain: float = 1.0, offset: float = 0.0, blur_px: int = 1) -> np.ndarray:
+FOCAL_PX = 640 / math.tan(math.radians(22.5))  # the simulated HD camera: 45 degrees across 1280 px
+
+
+def sighting(
+    rng: np.random.Generator, *, line: tuple | None = None, speck: tuple | None = None, gain: float = 1.0, offset: float = 0.0, blur_px: int = 1, tilt_deg: float = 0.0
+) -> np.ndarray:
     """One frame's crop of a part: turned and shifted a little, lit, blurred along the travel, noisy.
-    ``line`` = ((x0, y0), (x1, y1), delta): a scratch in part pixels, ``delta`` grey levels."""
+    ``line`` = ((x0, y0), (x1, y1), delta): a scratch in part pixels, ``delta`` grey levels.
+    ``tilt_deg``: the camera is turned this much about both image axes, so the flat part is
+    foreshortened (a homography; near the image centre, where the check stacks its crops)."""
     w, h = CROP
     part = SURFACE.copy()
     if line is not None:
@@ -67,6 +74,11 @@ def sighting(rng: np.random.Generator, *, line: tuple | None = None, speck: tupl
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     m[:, 2] += (dx, dy)
     img = cv2.warpAffine(canvas, m, (w, h), borderValue=40.0)
+    if tilt_deg:
+        k = math.sin(math.radians(tilt_deg)) / FOCAL_PX
+        centre = np.array([[1, 0, w / 2], [0, 1, h / 2], [0, 0, 1]])
+        tilt = centre @ np.array([[1, 0, 0], [0, 1, 0], [k, k, 1]]) @ np.linalg.inv(centre)
+        img = cv2.warpPerspective(img, tilt, (w, h), borderValue=40.0)
     if blur_px > 1:
         img = cv2.blur(img, (blur_px, 1))
     img = img * gain + offset + rng.normal(0, NOISE, img.shape).astype(np.float32)
@@ -116,6 +128,18 @@ def test_good_parts_show_no_line_even_under_other_light_and_longer_exposure(refe
     for kwargs in ({}, {"gain": 0.75, "offset": 12.0}, {"blur_px": 7}, {"speck": (150, 60, 30.0)}):
         result = inspect(reference, [sighting(rng, **kwargs) for _ in range(12)])
         assert result.length_mm < 3.0, kwargs  # a dust speck is an anomaly, but no line
+
+
+def test_a_camera_knocked_askew_leaves_no_anomaly_on_a_good_part_and_still_finds_a_scratch(reference):
+    # taught square to the belt, then the camera is tilted 10 degrees both ways (on this smaller
+    # part, the corner misfit of a 6 degree tilt on the simulated board): the part is foreshortened.
+    # Only a homography registers that; an affine fit left a 5 mm anomaly at a corner here, and a
+    # false scratch at 15 degrees.
+    rng = np.random.default_rng(4)
+    good = inspect(reference, [sighting(rng, tilt_deg=10.0) for _ in range(12)])
+    assert good.length_mm == 0.0 and good.peak_z < 4.5  # not one pixel past z_seed
+    scratched = inspect(reference, [sighting(rng, line=FAINT, tilt_deg=10.0) for _ in range(12)])
+    assert scratched.length_mm >= 10.0 and on_line(scratched.centre_px, FAINT)
 
 
 def test_a_bright_scratch_on_a_dimmer_line_is_found(reference):
