@@ -28,7 +28,10 @@ NS_PER_S = 1_000_000_000
 _MAX_DRIFT_FRACTION = 0.2  # a part creeps on the belt at most this fraction of the belt speed
 _DRIFT_BASELINE_NS = 100_000_000  # creep is measured over at least this long
 _GRAVEYARD_MAX = 64  # ended tracks remembered for id-switch detection
-_HIDDEN_AREA = 0.8  # a box under this share of the part's place, inside it, shows the part partly hidden
+_HIDDEN_AREA = 0.8  # a box under this share of the part's size, inside its place, shows the part partly hidden
+_WHOLE_AREAS = 16  # the part's size: the median area of its last boxes fully in view
+_WHOLE_SIZES = 64  # a part type's size: the median of its parts' last whole boxes
+_SIZE_SLACK = 1.15  # a part lies turned a few degrees, and boxes jitter: its box varies this much
 
 
 @dataclass
@@ -48,6 +51,7 @@ class _Track:
     anchor_belt_px: float | None = None  # part centre at the first sighting fully in view
     anchor_t_ns: int = 0
     max_width_px: float = 0.0  # widest box seen: the part is at least this long
+    whole_areas: deque = field(default_factory=lambda: deque(maxlen=_WHOLE_AREAS))  # areas of its boxes fully in view (belt px²)
     cut_centre_belt_px: float = 0.0  # centre guessed from a box cut by the image edge
     reidentified_from: int | None = None
 
@@ -72,9 +76,13 @@ class BeltTracker(Node):
     belt speed that differs from the recipe's). Parts are then associated ByteTrack-style on IoU
     (Hungarian): confident boxes (``high_confidence``) first against every track, the remaining boxes (down to ``min_confidence``) against the tracks still
     unmatched, and an unmatched box of at least ``new_track_confidence`` starts a track. A part
-    box mostly inside a bigger one is a fragment or a duplicate and is dropped (``duplicate_ios``),
-    and so is an unmatched box mostly inside a tracked part's place on the belt (``fragment_ios``):
-    a hand over a part can make the detector see it as two pieces.
+    box mostly inside a bigger one is a fragment or a duplicate and is dropped (``duplicate_ios``).
+    A hand over a part can make the detector see it as pieces, so an unmatched box starts no track
+    when it is a piece of a part already tracked or started in the same frame: mostly inside its
+    place on the belt (``fragment_ios``), or overlapping it with both together no bigger than a
+    whole part of that type (learnt from the whole boxes seen). A box inside a part's place and
+    well under the part's size (from its whole sightings) is the part partly hidden: the part keeps
+    its place.
 
     A track unseen for more than ``max_lost_frames`` frames (or predicted past the image's
     downstream edge) ends; its id is reported once in ``ended``. Part ids survive occlusions up to
@@ -151,6 +159,7 @@ class BeltTracker(Node):
         self.tracks: dict[int, _Track] = {}
         self.graveyard: deque[tuple[int, np.ndarray, int]] = deque(maxlen=_GRAVEYARD_MAX)  # (id, belt box, ended at frame)
         self.next_id = 1
+        self.whole_sizes: dict[str, deque] = {}  # per part type: (width, height) of its latest whole boxes
         self.id_switches = 0
 
     async def process(self, port: str, envelope: Envelope) -> None:
@@ -188,12 +197,19 @@ class BeltTracker(Node):
         t_ids = truth_ids(detections)
         edge = p["edge_margin_px"]
         in_view = (boxes_img[:, 0] >= edge) & (boxes_img[:, 2] <= w - edge) & (boxes_img[:, 1] >= edge) & (boxes_img[:, 3] <= h - edge)
-        for d in free_high:
+        # a new part from each unmatched confident box, most confident first, unless it is a piece
+        # of a tracked part or of a part started in this frame (a hand over it): parts lie side by
+        # side on the belt, never on each other
+        places = list(predicted)
+        place_types = [t.types.most_common(1)[0][0] for t in live]
+        for d in sorted(free_high, key=lambda d: (-part_conf[d], d)):
             if part_conf[d] >= p["new_track_confidence"]:
-                if predicted.size and _intersection(boxes_belt[d : d + 1], predicted).max() >= p["fragment_ios"] * _area(boxes_belt[d]):
-                    self.ctx.count("fragment_boxes")  # a piece of a tracked part (a hand over it): no new part
+                if self._is_piece(boxes_belt[d], places, place_types):
+                    self.ctx.count("fragment_boxes")
                     continue
                 matched[int(d)] = self._start(boxes_belt[d], frame_id, t_ns)
+                places.append(boxes_belt[d])
+                place_types.append(str(names[part_idx[d]]))
         for d, track in matched.items():
             truth = int(t_ids[part_idx[d]]) if t_ids is not None else None
             in_view[d] = self._observe(track, boxes_belt[d], bool(in_view[d]), str(names[part_idx[d]]), float(part_conf[d]), truth, frame_id, t_ns, travel_px, w, envelope.encoder is not None)
@@ -257,6 +273,28 @@ class BeltTracker(Node):
                 keep.append(int(i))
         return np.sort(idx[keep])
 
+    def _is_piece(self, box: np.ndarray, places: list[np.ndarray], place_types: list[str]) -> bool:
+        """Whether ``box`` is a piece of the part at one of ``places``: mostly inside it
+        (``fragment_ios``), or overlapping it so that both together still fit in one part of its
+        type (as big as that type's whole boxes have been, give or take _SIZE_SLACK). The second
+        catches a track that has only ever seen its part with a hand over it: its place is itself
+        a piece, and the next piece may reach beyond it."""
+        area = _area(box)
+        for place, part_type in zip(places, place_types):
+            inter = float(_intersection(box[None, :], place[None, :])[0, 0])
+            if inter <= 0:
+                continue
+            if inter >= self.params["fragment_ios"] * area:
+                return True
+            sizes = self.whole_sizes.get(part_type)
+            if sizes:
+                w, h = np.median(np.array(sizes), axis=0) * _SIZE_SLACK
+                union_w = max(box[2], place[2]) - min(box[0], place[0])
+                union_h = max(box[3], place[3]) - min(box[1], place[1])
+                if union_w <= w and union_h <= h:
+                    return True
+        return False
+
     def _start(self, belt_box: np.ndarray, frame_id: int, t_ns: int) -> _Track:
         track = _Track(self.next_id, belt_box.copy(), frame_id, t_ns, 0.0, hits=0)
         self.next_id += 1
@@ -301,11 +339,17 @@ class BeltTracker(Node):
                 track.cut_centre_belt_px = float(belt_box[0]) + track.max_width_px / 2
             else:
                 track.cut_centre_belt_px = centre
-        # a box well inside the part's place is the part partly hidden or leaving the image: the
-        # part keeps its place (moved by its drift), else the next sighting of it whole would not match
+        # a box well inside the part's place and smaller than the part is the part partly hidden or
+        # leaving the image: the part keeps its place (moved by its drift), else the next sighting
+        # of it whole would not match. The part's size is what its whole sightings showed, not its
+        # last place: a hand sliding over a part shrinks its box a little every frame.
         place = track.predicted(t_ns)
-        hidden_part = _area(belt_box) < _HIDDEN_AREA * _area(place) and _intersection(belt_box[None, :], place[None, :])[0, 0] >= self.params["duplicate_ios"] * _area(belt_box)
+        size = float(np.median(track.whole_areas)) if track.whole_areas else _area(place)
+        hidden_part = _area(belt_box) < _HIDDEN_AREA * size and _intersection(belt_box[None, :], place[None, :])[0, 0] >= self.params["duplicate_ios"] * _area(belt_box)
         track.belt_box = place if hidden_part else belt_box.copy()
+        if in_view and not hidden_part:
+            track.whole_areas.append(_area(belt_box))
+            self.whole_sizes.setdefault(part_type, deque(maxlen=_WHOLE_SIZES)).append((float(belt_box[2] - belt_box[0]), float(belt_box[3] - belt_box[1])))
         track.last_frame_id, track.last_t_ns = frame_id, t_ns
         track.confidence = conf
         track.hits += 1
