@@ -7,9 +7,8 @@ golden sample does:
 1. **Stack.** While a tracked part crosses the middle of the image (``zone_px``) with its whole box
    in view, its crop is registered onto the reference of its type (OpenCV's ECC, a homography: the
    part's turn on the belt and a tilted camera's foreshortening), its brightness fitted to the
-   reference, and kept; up to
-   ``frames`` crops. Their per-pixel median drops the sensor noise by about √n and removes what
-   moves across the part (glare, a passing shadow).
+   reference, and kept; up to ``frames`` crops. Their per-pixel median drops the sensor noise by
+   about √n and removes what moves across the part (glare, a passing shadow).
 2. **Compare.** The stack minus the reference, high-passed (lighting gradients and sheen go), in
    units of the reference's own per-pixel variation (learnt from many parts, plus an edge allowance
    for sub-pixel registration). Motion blur differs with the exposure; the reference is blurred

@@ -19,6 +19,8 @@ def show(path: str, out: str | None, as_json: bool) -> int:
     except ReferenceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
     rows = []
     for name, ref in sorted(refs.items()):
         row = {
@@ -29,12 +31,13 @@ def show(path: str, out: str | None, as_json: bool) -> int:
             "variation_median": round(float(np.median(ref.sigma[ref.mask > 0])), 2) if ref.mask.any() else None,
         }
         if out:
-            Path(out).mkdir(parents=True, exist_ok=True)
             # side by side: the reference, its variation (bright = varies from part to part), where scratches are looked for
             variation = np.clip(ref.sigma * 255.0 / max(1e-6, float(np.percentile(ref.sigma, 99))), 0, 255)
             picture = np.hstack([np.clip(ref.image, 0, 255), variation, ref.mask.astype(np.float32)]).astype(np.uint8)
             row["picture"] = str(Path(out) / f"{name}.png")
-            cv2.imwrite(row["picture"], picture)
+            if not cv2.imwrite(row["picture"], picture):
+                print(f"error: could not write {row['picture']}", file=sys.stderr)
+                return 1
         rows.append(row)
     if as_json:
         print(json.dumps({"file": path, "mm_per_px": meta["mm_per_px"], "part_types": rows}))

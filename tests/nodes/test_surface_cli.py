@@ -35,3 +35,9 @@ def test_surface_show_prints_one_line_per_part_type_for_people(capsys):
 def test_a_missing_reference_file_is_named_and_exits_1(tmp_path, capsys):
     assert main(["surface", "show", str(tmp_path / "none.npz")]) == 1
     assert "none.npz: no such reference file" in capsys.readouterr().err
+
+
+def test_a_picture_that_cannot_be_written_is_an_error(tmp_path, capsys):
+    (tmp_path / "bracket.png").mkdir()  # a folder where the picture should go
+    assert main(["surface", "show", str(SHIPPED), "--out", str(tmp_path)]) == 1
+    assert "could not write" in capsys.readouterr().err
