@@ -218,6 +218,9 @@ class PlcSummary:
     timing_error_mean_mm: float | None  # signed: + = the gate fires late on average
     timing_error_mean_abs_mm: float | None
     timing_error_max_abs_mm: float | None
+    # how late the PLC's own timers ran (real time: they share the loop with the vision side); the
+    # gate still fires at the encoder count it was given, as a PLC's would
+    timer_lag_max_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -272,6 +275,7 @@ class PlcReport:
             ("timing error mean (mm)", _fmt_mm(s.timing_error_mean_mm)),
             ("timing error mean |.| (mm)", _fmt_mm(s.timing_error_mean_abs_mm)),
             ("timing error max |.| (mm)", _fmt_mm(s.timing_error_max_abs_mm)),
+            ("own timers late by, max (ms)", f"{s.timer_lag_max_ms:.1f}"),
         ]
         for name, value in rows:
             style = "bold red" if name.startswith("escapes") and s.escapes else None
@@ -337,6 +341,7 @@ class _ShiftEntry:
     part_id: int
     verdict: Verdict
     arrival_count: int
+    t_due_ns: int  # when the encoder reaches arrival_count
     handle: asyncio.TimerHandle | None = None
     target_index: int | None = None
 
@@ -412,6 +417,7 @@ class VirtualPlc:
         self._commands: list[CommandRecord] = []
         self._misfires = 0
         self._refused = 0
+        self._timer_lag_max_ns = 0
         self.add_parts(parts)
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -568,7 +574,7 @@ class VirtualPlc:
             if status is AckStatus.LATE:
                 state.late_commands += 1
         if status in (AckStatus.ACCEPTED, AckStatus.INVALID_VERDICT):
-            entry = _ShiftEntry(command.strobe, command.part_id, verdict, arrival, target_index=target)
+            entry = _ShiftEntry(command.strobe, command.part_id, verdict, arrival, t_arrive, target_index=target)
             assert self._loop is not None
             entry.handle = self._loop.call_later(max(0.0, (t_arrive - now) / NS_PER_S), self._shift_out, entry)
             self._shift_register.append(entry)
@@ -606,6 +612,7 @@ class VirtualPlc:
             timing_error_mean_mm=_round_mm(sum(errors) / len(errors)) if errors else None,
             timing_error_mean_abs_mm=_round_mm(sum(abs(e) for e in errors) / len(errors)) if errors else None,
             timing_error_max_abs_mm=_round_mm(max(abs(e) for e in errors)) if errors else None,
+            timer_lag_max_ms=round(self._timer_lag_max_ns / NS_PER_MS, 1),
         )
         return PlcReport(
             mode=self.mode,
@@ -687,16 +694,25 @@ class VirtualPlc:
         self._notify()
 
     def _shift_out(self, entry: _ShiftEntry) -> None:
-        """The encoder reached an entry's arrival count."""
+        """The encoder reached an entry's arrival count.
+
+        A PLC's shift register is clocked by the encoder, whatever else the vision computer is
+        doing, so the gate fires at the count's instant, not when this timer got to run: in real
+        time the timer shares the loop (and the interpreter) with the vision side and can run late.
+        How late is kept as :attr:`PlcSummary.timer_lag_max_ms`.
+        """
         if entry in self._shift_register:
             self._shift_register.remove(entry)
+        self._note_lag(entry.t_due_ns)
         if entry.verdict is Verdict.REJECT:
-            now = self.clock.now_ns()
-            target, error = self._target_at(now)
+            target, error = self._target_at(entry.t_due_ns)
             if target is not None and self._parts[target].error_mm is None:
                 self._parts[target].error_mm = error
-            self._fire(now, "command")
+            self._fire(entry.t_due_ns, "command")
         self._notify()
+
+    def _note_lag(self, t_due_ns: int) -> None:
+        self._timer_lag_max_ns = max(self._timer_lag_max_ns, self.clock.now_ns() - t_due_ns)
 
     def _target_at(self, t_ns: int) -> tuple[int | None, float | None]:
         return self._target_at_travel(self.geometry.travel_mm(t_ns))
@@ -750,11 +766,13 @@ class VirtualPlc:
         while self._events and self._events[0].t_ns <= horizon:
             event = heapq.heappop(self._events)
             state = self._parts[event.index]
+            self._note_lag(event.t_ns)
             if event.kind == _ARRIVE:
                 if self._fail_safe and state.rejected_by is None:
-                    self._fire(self.clock.now_ns(), "fail_safe")
+                    # at the part's arrival, as a PLC would, however late this timer ran
+                    self._fire(event.t_ns, "fail_safe")
                     self._commands.append(
-                        CommandRecord(self.clock.now_ns(), "fail_safe", "fired", None, None, state.part.part_id, 0.0)
+                        CommandRecord(event.t_ns, "fail_safe", "fired", None, None, state.part.part_id, 0.0)
                     )
             elif not state.scored:
                 state.scored = True

@@ -6,8 +6,10 @@ Everything runs on simulated time (``run_sim``), except one short wall-clock run
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -438,6 +440,31 @@ async def test_on_a_wall_clock_loop_a_pulse_at_arrival_rejects_the_part():
     # then the defective parts were rejected (timer jitter of a few ms is a few mm at 1 m/s)
     assert [p.outcome for p in report.parts] == ["correct_reject", "correct_pass", "correct_reject"]
     assert report.summary.timing_error_max_abs_mm < 20.0
+
+
+async def test_on_a_wall_clock_loop_a_busy_vision_side_does_not_make_the_shift_register_fire_late():
+    # given a fast belt on real time and a reject command already in the PLC's shift register
+    geometry = BeltGeometry(belt_speed_mm_s=1000.0, reject_distance_mm=300.0, encoder_counts_per_mm=10.0, gate_window_mm=40.0)
+    part = PartTruth(1, "pcb", -50.0, 0.0, 60.0, 40.0, SCRATCH)
+    clock = Clock()
+    loop = asyncio.get_running_loop()
+    async with VirtualPlc(geometry, [part], clock, mode="handshake", heartbeat_timeout_ms=0, gate_pulse_ms=10) as plc:
+        ack = plc.strobe(
+            HandshakeCommand(1, 1, Verdict.REJECT, plc.encoder(), round(part.position_mm(geometry, clock.now_ns()) * 10))
+        )
+        assert ack.status == AckStatus.ACCEPTED
+        # when the vision side holds the loop (and the interpreter) for 200 ms around the arrival,
+        # as a long numpy call does: 200 mm of belt at this speed, five gate windows
+        t_due_s = (part.t_at_reject_ns(geometry) - clock.now_ns()) / 1e9
+        loop.call_later(max(0.0, t_due_s - 0.05), time.sleep, 0.2)
+        await plc.wait_all_scored()
+    report = plc.report()
+    # then the gate fired at the arrival count, as a PLC's encoder-clocked shift register does,
+    # and the report says how late the PLC's own timer ran
+    assert report.part(1).outcome == "correct_reject"
+    assert abs(report.part(1).timing_error_mm) < 0.5
+    assert report.summary.misfires == 0
+    assert report.summary.timer_lag_max_ms >= 100
 
 
 # -- command line ----------------------------------------------------------------------------------
