@@ -11,13 +11,16 @@ golden sample does:
    about √n and removes what moves across the part (glare, a passing shadow).
 2. **Compare.** The stack minus the reference, high-passed (lighting gradients and sheen go), in
    units of the reference's own per-pixel variation (learnt from many parts, plus an edge allowance
-   for sub-pixel registration). Motion blur differs with the exposure; the reference is blurred
+   for sub-pixel registration). The high-pass averages over the part's own steady surface only, so
+   what differs from part to part (the belt seen through a hole, a component's shade) does not
+   spill into its neighbourhood. Motion blur differs with the exposure; the reference is blurred
    along the travel by the amount that fits best. A part-wide noise level above the reference's
    scales the units down (a noisier camera raises no alarms).
 3. **Judge.** Pixels beyond ``z_seed`` grow into everything connected beyond ``z_low``; a region
-   at least ``min_length_mm`` long (dust fibres are shorter) is a scratch. Only the part's own
-   surface counts: the reference's mask leaves out its outline, holes and whatever varies from
-   part to part (the belt seen through a hole, a component's print).
+   at least ``min_length_mm`` long (dust fibres are shorter) is a scratch, and so is one from
+   ``short_line_mm`` that is strong (``short_line_strength``; fibres are faint): a scratch running
+   into a chip is cut short there. Only the part's own surface counts: the reference's mask leaves
+   out its outline, holes and whatever varies from part to part (a component's print, a bolt head).
 
 From then on every finding of that part carries ``scratch`` (so ``vote.part`` counts it), with a
 note such as ``"surface: 14 mm line at (-20, 8) mm"``. Findings pass through unchanged otherwise.
@@ -47,7 +50,8 @@ from lineguard.runtime.envelope import Envelope
 from lineguard.runtime.node import InPort, Node, OutPort
 
 SCRATCH = "scratch"
-FORMAT = "lineguard.surface/1"
+FORMAT = "lineguard.surface/2"
+_FORMATS_READ = ("lineguard.surface/1", FORMAT)  # /1: no weight map (the plain high-pass)
 _PAD_PX = 8  # the reference reaches this far beyond the part's box
 _ECC = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-4)
 _HP_SIGMA_PX = 5.0  # high-pass: what varies slower than this is lighting, not a scratch
@@ -71,6 +75,9 @@ class Reference:
     mask: np.ndarray  # uint8 H x W: 255 where a scratch is looked for
     fit_mask: np.ndarray  # uint8 H x W: 255 on the part (used to register)
     parts: int  # how many parts it was learnt from
+    # uint8 H x W: 255 on the part's own steady surface, what the high-pass averages over (None:
+    # a reference file of format /1, the plain high-pass)
+    weight: np.ndarray | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -85,6 +92,8 @@ def save_references(path: str | Path, refs: Mapping[str, Reference], mm_per_px: 
         arrays[f"{name}.sigma"] = r.sigma.astype(np.float16)
         arrays[f"{name}.mask"] = r.mask
         arrays[f"{name}.fit_mask"] = r.fit_mask
+        if r.weight is not None:
+            arrays[f"{name}.weight"] = r.weight
         meta["part_types"][name] = {"parts": r.parts, "size_px": list(r.size)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
@@ -101,11 +110,16 @@ def load_references(path: str | Path) -> tuple[dict[str, Reference], dict[str, A
     try:
         with np.load(p, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            if meta.get("format") != FORMAT:
+            if meta.get("format") not in _FORMATS_READ:
                 raise ReferenceError(f"{p}: expected a {FORMAT} reference file, got format {meta.get('format')!r}")
             refs = {
                 name: Reference(
-                    z[f"{name}.image"].astype(np.float32), z[f"{name}.sigma"].astype(np.float32), z[f"{name}.mask"], z[f"{name}.fit_mask"], int(info["parts"])
+                    z[f"{name}.image"].astype(np.float32),
+                    z[f"{name}.sigma"].astype(np.float32),
+                    z[f"{name}.mask"],
+                    z[f"{name}.fit_mask"],
+                    int(info["parts"]),
+                    z[f"{name}.weight"] if f"{name}.weight" in z.files else None,
                 )
                 for name, info in meta["part_types"].items()
             }
@@ -144,8 +158,18 @@ def register(ref: np.ndarray, fit_mask: np.ndarray, crop: np.ndarray) -> np.ndar
     return aligned * np.float32(a) + np.float32(b)
 
 
-def high_pass(x: np.ndarray) -> np.ndarray:
-    return x - cv2.GaussianBlur(x, (0, 0), _HP_SIGMA_PX)
+def high_pass(x: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """``x`` minus its local mean (a Gaussian of ``_HP_SIGMA_PX``): lighting gradients and sheen go.
+
+    With ``weight`` (uint8, 255 = use) the local mean is taken over the weighted pixels only
+    (normalised convolution) and the result is 0 elsewhere. What differs from part to part (the
+    belt seen through a hole, a component's shade) then does not spill into its neighbourhood as
+    a halo that would have to be left out of the search too."""
+    if weight is None:
+        return x - cv2.GaussianBlur(x, (0, 0), _HP_SIGMA_PX)
+    w = (weight > 0).astype(np.float32)
+    mean = cv2.GaussianBlur(x * w, (0, 0), _HP_SIGMA_PX) / np.maximum(cv2.GaussianBlur(w, (0, 0), _HP_SIGMA_PX), 1e-3)
+    return np.where(w > 0, x - mean, 0).astype(np.float32)
 
 
 def _steady(sigma: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -167,23 +191,45 @@ def edge_sigma(ref: Reference, edge_px: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
+class ScratchRule:
+    """Which anomaly is a scratch: one at least ``min_length_mm`` long, or a shorter one, from
+    ``short_length_mm``, that stands out strongly (``short_strength``: its pixels' z summed, in
+    sigma x mm²). Dust fibres are short and faint; a scratch cut short by what the check cannot
+    look at (a chip, a hole) can still be strong. ``short_length_mm`` 0 turns the second way off."""
+
+    min_length_mm: float
+    short_length_mm: float = 0.0
+    short_strength: float = 0.0
+
+    def is_scratch(self, length_mm: float, strength: float) -> bool:
+        if length_mm >= self.min_length_mm:
+            return True
+        return 0 < self.short_length_mm <= length_mm and strength >= self.short_strength
+
+
+@dataclass(frozen=True)
 class SurfaceResult:
-    length_mm: float  # the longest anomaly's length (0: none)
+    length_mm: float  # the reported anomaly's length (0: none): a scratch if any (the longest), else the longest
     centre_px: tuple[float, float]  # where it is, in reference pixels
     peak_z: float
     blur_px: int
     noise_scale: float
     frames: int
+    strength: float = 0.0  # the reported anomaly's z summed over its pixels (sigma x mm²)
+    scratch: bool = False  # the reported anomaly is a scratch by the rule judge() was given
 
 
-def judge(stack: np.ndarray, ref: Reference, sigma: np.ndarray, mask: np.ndarray, mm_per_px: float, z_seed: float, z_low: float) -> tuple[SurfaceResult, np.ndarray]:
+def judge(
+    stack: np.ndarray, ref: Reference, sigma: np.ndarray, mask: np.ndarray, mm_per_px: float, z_seed: float, z_low: float, rule: ScratchRule | None = None
+) -> tuple[SurfaceResult, np.ndarray]:
     """Compare a part's median stack with its reference (``sigma`` and ``mask`` from
-    :func:`edge_sigma`); the longest anomaly and the z map."""
+    :func:`edge_sigma`); the anomaly that is most a scratch by ``rule`` (without one: the longest)
+    and the z map."""
     best: tuple[float, np.ndarray, int] | None = None
     on = mask > 0
     for length in _BLUR_LENGTHS:
         blurred = cv2.blur(ref.image, (length, 1)) if length > 1 else ref.image
-        z = high_pass(stack - blurred) / sigma
+        z = high_pass(stack - blurred, ref.weight) / sigma
         level = float(np.median(np.abs(z[on])))
         if best is None or level < best[0]:
             best = (level, z, length)
@@ -203,12 +249,14 @@ def judge(stack: np.ndarray, ref: Reference, sigma: np.ndarray, mask: np.ndarray
         ys, xs = np.nonzero(labels == j)
         (cx, cy), (w, h), _ = cv2.minAreaRect(np.stack([xs, ys], axis=1).astype(np.float32))
         length = max(w, h) * mm_per_px
-        if length > found.length_mm:
-            found = replace(found, length_mm=round(length, 1), centre_px=(round(cx, 1), round(cy, 1)))
+        total = float(strength[ys, xs].sum()) * mm_per_px**2
+        scratch = rule is not None and rule.is_scratch(length, total)
+        if (scratch, length) > (found.scratch, found.length_mm):
+            found = replace(found, length_mm=round(length, 1), centre_px=(round(cx, 1), round(cy, 1)), strength=round(total, 1), scratch=scratch)
     return found, z
 
 
-def _belt_like(ref: np.ndarray) -> np.ndarray:
+def _holes(ref: np.ndarray) -> np.ndarray:
     """Where the reference looks like the belt around the part (its border band): a hole through
     the part. What shows there (a label on the belt, grime) is not the part's surface. Returns a
     uint8 mask (255 = belt-like)."""
@@ -218,8 +266,14 @@ def _belt_like(ref: np.ndarray) -> np.ndarray:
     surface = float(np.median(ref[~ring]))
     # nearer the belt's grey than half way to the part's: on a part much like the belt, nothing
     like = (np.abs(ref - level) < abs(surface - level) / 2).astype(np.uint8) * 255
-    like = cv2.morphologyEx(like, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))  # holes, not single dark pixels
-    return cv2.dilate(like, np.ones((15, 15), np.uint8))  # and the high-pass halo of what shows there
+    return cv2.morphologyEx(like, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))  # holes, not single dark pixels
+
+
+def _spread(residuals: list[np.ndarray]) -> np.ndarray:
+    """Per-pixel variation of many parts' residuals (robust: 1.4826 MAD), smoothed, with a floor."""
+    res = np.array(residuals)
+    sigma = 1.4826 * np.median(np.abs(res - np.median(res, axis=0)), axis=0)
+    return (cv2.GaussianBlur(sigma.astype(np.float32), (0, 0), 2) + 0.5).astype(np.float32)
 
 
 def teach_reference(crops_per_part: list[list[np.ndarray]], mask_margin_px: int, rounds: int = 3) -> Reference:
@@ -235,16 +289,23 @@ def teach_reference(crops_per_part: list[list[np.ndarray]], mask_margin_px: int,
     for _ in range(rounds):
         aligned = [a for a in (register(ref, fit, c) for c in mids) if a is not None]
         ref = np.median(aligned, axis=0).astype(np.float32)
-    residuals = []
+    diffs = []
     for crops in crops_per_part:
         aligned = [a for a in (register(ref, fit, c) for c in crops) if a is not None]
         if aligned:
-            residuals.append(high_pass(np.median(aligned, axis=0) - ref))
-    res = np.array(residuals)
-    sigma = 1.4826 * np.median(np.abs(res - np.median(res, axis=0)), axis=0)
-    sigma = (cv2.GaussianBlur(sigma.astype(np.float32), (0, 0), 2) + 0.5).astype(np.float32)
-    mask = _steady(sigma, fit) & fit & ~_belt_like(ref)
-    return Reference(ref, sigma, mask, fit, len(crops_per_part))
+            diffs.append(np.median(aligned, axis=0) - ref)
+    # The part's own surface: no holes. What still varies much from part to part there (a
+    # component's shade, a bolt head's turn) is left out of the high-pass's mean too, so that it
+    # does not spill into its neighbours; the variation is then learnt again without it.
+    holes = _holes(ref)
+    surface = fit & ~holes
+    first = _spread([high_pass(d, surface) for d in diffs])
+    weight = np.where(first < _MASK_SIGMA * np.median(first[surface > 0]), surface, 0).astype(np.uint8)
+    sigma = np.where(weight > 0, _spread([high_pass(d, weight) for d in diffs]), first).astype(np.float32)
+    # searched: the weighted surface, away from what varies (eroded), and from a hole's rim
+    steady = _steady(np.where(weight > 0, sigma, np.float32(1e3)), fit)
+    mask = steady & weight & ~cv2.dilate(holes, np.ones((5, 5), np.uint8))
+    return Reference(ref, sigma, mask, fit, len(crops_per_part), weight)
 
 
 # -- the node ---------------------------------------------------------------------------------------
@@ -300,7 +361,19 @@ class SurfaceInspector(Node):
             },
             "z_seed": {"type": "number", "exclusiveMinimum": 0, "default": 4.5, "description": "A scratch needs pixels this many sigmas off the reference."},
             "z_low": {"type": "number", "exclusiveMinimum": 0, "default": 3.0, "description": "...and grows over connected pixels beyond this."},
-            "min_length_mm": {"type": "number", "exclusiveMinimum": 0, "default": 10.0, "description": "Shorter anomalies (dust, fibres) are not scratches."},
+            "min_length_mm": {"type": "number", "exclusiveMinimum": 0, "default": 10.0, "description": "Shorter anomalies (dust, fibres) are not scratches..."},
+            "short_line_mm": {
+                "type": "number",
+                "minimum": 0,
+                "default": 5.0,
+                "description": "...unless at least this long and strong (short_line_strength): a scratch cut short by a chip or a hole, where the check does not look. 0 = length alone decides.",
+            },
+            "short_line_strength": {
+                "type": "number",
+                "minimum": 0,
+                "default": 120.0,
+                "description": "How strong such a shorter line must be: its z summed over its pixels, in sigma x mm² (a 5 mm line 1.5 mm wide at 16 sigma is 120). Dust fibres are faint.",
+            },
             "edge_px": {"type": "number", "minimum": 0, "default": 0.3, "description": "Registration error allowed at the reference's edges (px)."},
             "step_px": {"type": "number", "minimum": 0, "default": 40, "description": "A crop is stacked when the part has moved at least this far since the last one: crops from across the zone see the part under different light and glare."},
             "mask_margin_mm": {"type": "number", "minimum": 0, "default": 8.0, "description": "Teaching: the band inside the part's outline left out of the search (something lying next to the part, or its edge on a tilted camera, shows there)."},
@@ -339,6 +412,7 @@ class SurfaceInspector(Node):
         if not p["teach"]:
             self.refs, _ = load_references(p["reference"])
             self.search = {name: edge_sigma(r, p["edge_px"]) for name, r in self.refs.items()}
+            self.rule = ScratchRule(p["min_length_mm"], p["short_line_mm"], p["short_line_strength"])
             self.ctx.log.info("surface references for %s from %s", ", ".join(f"{n} ({r.parts} parts)" for n, r in self.refs.items()), p["reference"])
 
     async def process(self, port: str, envelope: Envelope) -> None:
@@ -430,11 +504,11 @@ class SurfaceInspector(Node):
         p = self.params
         ref = self.refs[stack.part_type]
         sigma, mask = self.search[stack.part_type]
-        result, _ = judge(np.median(stack.crops, axis=0), ref, sigma, mask, self.mm_per_px, p["z_seed"], p["z_low"])
+        result, _ = judge(np.median(stack.crops, axis=0), ref, sigma, mask, self.mm_per_px, p["z_seed"], p["z_low"], self.rule)
         stack.result = replace(result, frames=len(stack.crops))
         stack.crops = []  # judged: the crops are no longer needed
         self.ctx.count("surface_judged")
-        if result.length_mm >= p["min_length_mm"]:
+        if result.scratch:
             h, w = ref.image.shape
             x_mm = (result.centre_px[0] - w / 2) * self.mm_per_px
             y_mm = (result.centre_px[1] - h / 2) * self.mm_per_px
