@@ -305,6 +305,48 @@ def plan_part(
 
 
 def _plan_scratch(ptype: PartType, params: PlanParams, rng: np.random.Generator) -> Scratch:
+    points = _scratch_path(ptype, params, rng)
+    contrast = float(rng.uniform(*params.scratch_contrast)) * float(rng.choice([-1.0, 1.0]))
+    width = float(rng.uniform(0.5, 0.9))
+    # A scratch is cut into material: none may run over a hole, where nothing would show it (a
+    # scratch drawn there is invisible, yet the part would be labelled scratched). Other paths
+    # come from a child generator, so the part's later draws (dust) stay as they were.
+    clearance = _hole_clearance(ptype, points, width)
+    if clearance < 0:
+        retry = rng.spawn(1)[0]
+        for _ in range(_SCRATCH_TRIES):
+            candidate = _scratch_path(ptype, params, retry)
+            gap = _hole_clearance(ptype, candidate, width)
+            if gap > clearance:
+                points, clearance = candidate, gap
+            if clearance >= 0:
+                break
+    return Scratch(points, width, contrast)
+
+
+_SCRATCH_TRIES = 200  # paths tried for a scratch clear of every hole (then the clearest is kept)
+_HOLE_RIM_MM = 1.0  # a scratch keeps this clear of a hole's edge (its bevel shows there)
+
+
+def _hole_clearance(ptype: PartType, points: np.ndarray, width_mm: float) -> float:
+    """How far (mm) a scratch path stays clear of the part's design holes and their rims (< 0: it
+    runs over one). The path is sampled every ~0.5 mm."""
+    if not ptype.design_holes:
+        return math.inf
+    steps = [a + (b - a) * np.linspace(0, 1, max(2, int(np.hypot(*(b - a)) / 0.5) + 1))[:, None] for a, b in zip(points[:-1], points[1:])]
+    pts = np.concatenate(steps)
+    best = math.inf
+    for hole in ptype.design_holes:
+        length, width = hole.size_mm  # round when equal; else an obround along x
+        d = pts - np.array(hole.centre_mm)
+        along = np.maximum(np.abs(d[:, 0]) - max(0.0, (length - width) / 2), 0.0)
+        edge = np.hypot(along, d[:, 1]) - width / 2
+        best = min(best, float(edge.min()) - width_mm / 2 - _HOLE_RIM_MM)
+    return best
+
+
+def _scratch_path(ptype: PartType, params: PlanParams, rng: np.random.Generator) -> np.ndarray:
+    """A gently bowed line of the scenario's length (shortened to fit), inside the scratch margin."""
     length = float(rng.uniform(*params.scratch_length_mm))
     hx = ptype.length_mm / 2 - ptype.scratch_margin_mm
     hy = ptype.width_mm / 2 - ptype.scratch_margin_mm
@@ -323,9 +365,7 @@ def _plan_scratch(ptype: PartType, params: PlanParams, rng: np.random.Generator)
     # a bowed scratch may poke out of the margin: pull it back in
     points[:, 0] = np.clip(points[:, 0], -hx, hx)
     points[:, 1] = np.clip(points[:, 1], -hy, hy)
-    contrast = float(rng.uniform(*params.scratch_contrast)) * float(rng.choice([-1.0, 1.0]))
-    width = float(rng.uniform(0.5, 0.9))
-    return Scratch(points, width, contrast)
+    return points
 
 
 def _plan_dust(ptype: PartType, params: PlanParams, rng: np.random.Generator) -> tuple[Dust, ...]:

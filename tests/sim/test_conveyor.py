@@ -189,6 +189,29 @@ def test_defects_are_clearly_visible_in_the_nominal_scenario() -> None:
         assert (changed > 12).sum() >= 15, (part.part_id, part.defects)
 
 
+def test_a_scratch_shows_along_its_whole_length_never_over_a_hole() -> None:
+    # A scratch is cut into material: a path over a hole (the bracket has three) would be drawn
+    # where nothing shows it, and a part labelled scratched would look good. Every point of every
+    # scratch path must show in the image of the part (render with and without defects).
+    scenario = load_scenario("nominal", {**CLEAN, "parts.count": 40, "defects.rate": 1.0, "defects.mix": {"scratch": 1.0}, "parts.mix": {"bracket": 1.0}}, seed=31)
+    with_defects, without = Conveyor(scenario), Conveyor(scenario, render_defects=False)
+    mm_per_px = scenario.camera.mm_per_px
+    for part, plan in zip(with_defects.parts, with_defects.plans):
+        i = round(part.t_at_position_ns(with_defects.geometry, 0.0) * with_defects.fps / 1e9)
+        changed = np.abs(with_defects.render(i).astype(np.int16) - without.render(i).astype(np.int16)).max(axis=2) > 4
+        truth = with_defects.frame_truth(i)
+        (box,) = [b for b, c, p in zip(truth.boxes_xyxy, truth.class_ids, truth.part_ids) if p == part.part_id and c == CLASS_ID["bracket"]]
+        centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+        path = plan.scratch.points_mm
+        samples = np.concatenate([p + (q - p) * np.linspace(0, 1, 30)[:, None] for p, q in zip(path[:-1], path[1:])])
+        unseen = [
+            tuple(s)
+            for s in samples
+            if not changed[(v := int(round(centre[1] + s[1] / mm_per_px))) - 2 : v + 3, (u := int(round(centre[0] + s[0] / mm_per_px))) - 2 : u + 3].any()
+        ]
+        assert not unseen, f"part {part.part_id}: its scratch does not show at {unseen[:3]} (mm, part frame)"
+
+
 @pytest.mark.parametrize("exposure_ms", [5.0, 10.0, 20.0])
 def test_motion_blur_extent_matches_belt_speed_times_exposure(exposure_ms: float) -> None:
     """The blurred edge of a part is a ramp as long as the belt moves during the exposure.
