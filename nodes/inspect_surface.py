@@ -512,7 +512,8 @@ class SurfaceInspector(Node):
             h, w = ref.image.shape
             x_mm = (result.centre_px[0] - w / 2) * self.mm_per_px
             y_mm = (result.centre_px[1] - h / 2) * self.mm_per_px
-            stack.note = f"surface: {result.length_mm:.0f} mm line at ({x_mm:.0f}, {y_mm:.0f}) mm"
+            kind = "line" if result.length_mm >= p["min_length_mm"] else "strong line"  # shorter, but it stands out
+            stack.note = f"surface: {result.length_mm:.0f} mm {kind} at ({x_mm:.0f}, {y_mm:.0f}) mm"
             self.ctx.count("surface_scratch")
 
     def _with_result(self, f: PartFindings) -> PartFindings:
