@@ -345,7 +345,12 @@ class BeltTracker(Node):
         # last place: a hand sliding over a part shrinks its box a little every frame.
         place = track.predicted(t_ns)
         size = float(np.median(track.whole_areas)) if track.whole_areas else _area(place)
-        hidden_part = _area(belt_box) < _HIDDEN_AREA * size and _intersection(belt_box[None, :], place[None, :])[0, 0] >= self.params["duplicate_ios"] * _area(belt_box)
+        # a box cut by the image's upstream edge shows nothing of where the part begins: only its
+        # downstream end can show it smaller than the part (a hand over an entering part)
+        probe = place.copy()
+        if belt_box[0] + travel_px < self.params["edge_margin_px"]:
+            probe[0] = min(probe[0], belt_box[0])
+        hidden_part = _area(belt_box) < _HIDDEN_AREA * size and _intersection(belt_box[None, :], probe[None, :])[0, 0] >= self.params["duplicate_ios"] * _area(belt_box)
         track.belt_box = place if hidden_part else belt_box.copy()
         if in_view and not hidden_part:
             track.whole_areas.append(_area(belt_box))
