@@ -63,7 +63,7 @@ class ModelError(ValueError):
 def candidate_paths(model: str | Path, cwd: Path | None = None) -> list[Path]:
     """Where a model path is looked for, in order. An absolute path is taken as is; a relative
     one is tried against the current directory first, then — so that a shipped
-    ``models/sim-v4/model.xml`` is found from any directory and in any kind of install —
+    ``models/sim-v8/model.xml`` is found from any directory and in any kind of install —
 
     1. inside the package ``lineguard.<first part>`` (``lineguard.models`` when the models are
        packaged: the repository's ``models/`` in an editable install, the installed copy in a wheel);

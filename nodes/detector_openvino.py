@@ -54,7 +54,7 @@ class OpenVinoDetector(Node):
     Example:
         det:
           type: detector.openvino
-          params: {model: models/sim-v4/model.xml, conf: 0.3, class_conf: {scratch: 0.5}, roi: [0, 160, 1280, 560]}
+          params: {model: models/sim-v8/model.xml, conf: 0.3, class_conf: {scratch: 0.5}, roi: [0, 160, 1280, 560]}
           in: {image: cam.image}
     """
 

@@ -331,7 +331,7 @@ class SurfaceInspector(Node):
     Example:
         surf:
           type: inspect.surface
-          params: {reference: models/sim-v4/surface.npz}
+          params: {reference: models/sim-v8/surface.npz}
           in: {findings: insp.findings, image: cam.image}
     """
 

@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Print each part type's reference: parts it was learnt from, size, share of the part searched for scratches. "
         "With --out, write one picture per part type: the reference, its part-to-part variation, and the search mask, side by side.",
     )
-    s.add_argument("reference", metavar="FILE", help="reference file (.npz), e.g. models/sim-v4/surface.npz")
+    s.add_argument("reference", metavar="FILE", help="reference file (.npz), e.g. models/sim-v8/surface.npz")
     s.add_argument("--out", metavar="DIR", help="write <part type>.png pictures to DIR")
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.set_defaults(func=lambda a: show(a.reference, a.out, a.json))

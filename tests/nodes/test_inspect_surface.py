@@ -24,7 +24,7 @@ from lineguard.nodes.inspect_surface import (
 )
 from lineguard.runtime.cli import main
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "sim-v4" / "surface.npz"
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "sim-v8" / "surface.npz"
 
 MPP = 0.5
 PART_PX = (240, 140)  # a 120 x 70 mm part at 0.5 mm/px

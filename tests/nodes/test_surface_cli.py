@@ -10,7 +10,7 @@ import cv2
 from lineguard.nodes import surface_cli
 from lineguard.runtime.cli import main
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "sim-v4" / "surface.npz"
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "sim-v8" / "surface.npz"
 
 
 def test_surface_show_describes_the_shipped_reference_and_draws_it(tmp_path, capsys):
