@@ -16,11 +16,17 @@ golden sample does:
    spill into its neighbourhood. Motion blur differs with the exposure; the reference is blurred
    along the travel by the amount that fits best. A part-wide noise level above the reference's
    scales the units down (a noisier camera raises no alarms).
-3. **Judge.** Pixels beyond ``z_seed`` grow into everything connected beyond ``z_low``; a region
+3. **Components on their own.** What the part-wide comparison has to leave out because it moves
+   from part to part (a chip placed with its own offset and turn, its pins, its body's shade) is
+   compared in a window of its own: registered onto the component's own reference (a rigid turn
+   and shift), its shade, its pins' brightness and the light's slope fitted, and the rest in units
+   of how much that varied over the taught parts. A scratch across a chip's pins shows there.
+4. **Judge.** Pixels beyond ``z_seed`` grow into everything connected beyond ``z_low``; a region
    at least ``min_length_mm`` long (dust fibres are shorter) is a scratch, and so is one from
    ``short_line_mm`` that is strong (``short_line_strength``; fibres are faint): a scratch running
-   into a chip is cut short there. Only the part's own surface counts: the reference's mask leaves
-   out its outline, holes and whatever varies from part to part (a component's print, a bolt head).
+   into a hole is cut short there. Only the part's own surface counts: the reference's mask leaves
+   out its outline, holes and whatever varies even after a component's own registration (its
+   print, a bolt head's turn).
 
 From then on every finding of that part carries ``scratch`` (so ``vote.part`` counts it), with a
 note such as ``"surface: 14 mm line at (-20, 8) mm"``. Findings pass through unchanged otherwise.
@@ -28,7 +34,8 @@ note such as ``"surface: 14 mm line at (-20, 8) mm"``. Findings pass through unc
 **Teaching** (``teach: true``): run the line over good parts (a few defective ones do no harm: the
 reference is a median). The node keeps the crops of up to ``teach_parts`` parts per type and, at
 the end of the stream, writes the reference file (``reference``): per part type the median image,
-its variation and its mask. ``lineguard surface show FILE`` draws it.
+its variation and its mask, and its components (found as what varies from part to part, each with
+its own reference and variation). ``lineguard surface show FILE`` draws it.
 """
 
 from __future__ import annotations
@@ -50,8 +57,9 @@ from lineguard.runtime.envelope import Envelope
 from lineguard.runtime.node import InPort, Node, OutPort
 
 SCRATCH = "scratch"
-FORMAT = "lineguard.surface/2"
-_FORMATS_READ = ("lineguard.surface/1", FORMAT)  # /1: no weight map (the plain high-pass)
+FORMAT = "lineguard.surface/3"
+# /1: no weight map (the plain high-pass); /2: no component windows (components left out of the search)
+_FORMATS_READ = ("lineguard.surface/1", "lineguard.surface/2", FORMAT)
 _PAD_PX = 8  # the reference reaches this far beyond the part's box
 _ECC = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-4)
 _HP_SIGMA_PX = 5.0  # high-pass: what varies slower than this is lighting, not a scratch
@@ -60,10 +68,22 @@ _IMAGES_KEPT = 24  # frames waiting for their findings (the detector and tracker
 _PARTS_KEPT = 64  # per-part stacks (a part is in view for about a second)
 _MIN_STACK = 3  # fewer crops than this judge nothing
 _MASK_SIGMA = 3.0  # a pixel varying more than this x the part's median variation is left out
+_WINDOW_MARGIN_PX = 8  # a component's window reaches this far beyond its varying patch
+_WINDOW_BORDER_PX = 4  # a component is registered within this much of the stack around its window
+_WINDOW_MIN_PX = 40  # a varying patch smaller than this (a via's rim) is no component
 
 
 class ReferenceError(ValueError):
     """A reference file that cannot be used. The message names the file and what is wrong."""
+
+
+@dataclass(frozen=True, eq=False)
+class Component:
+    """One component's window on the reference, with its own reference image and variation."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in reference pixels
+    image: np.ndarray  # float32: the median of its windows, each registered on its own
+    sigma: np.ndarray  # float32: per-pixel variation of what the fit leaves (see _fit_residual)
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +98,12 @@ class Reference:
     # uint8 H x W: 255 on the part's own steady surface, what the high-pass averages over (None:
     # a reference file of format /1, the plain high-pass)
     weight: np.ndarray | None = None
+    # Components placed with their own offset and turn (a chip, its pins), each compared on its
+    # own: ``labels`` (uint8 H x W) marks each one's varying patch (1..N, 0 none) and
+    # ``components`` holds, per label, its window and its own reference and variation. None: a
+    # file of format /1 or /2, where components are left out of the search.
+    labels: np.ndarray | None = None
+    components: tuple[Component, ...] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -94,10 +120,28 @@ def save_references(path: str | Path, refs: Mapping[str, Reference], mm_per_px: 
         arrays[f"{name}.fit_mask"] = r.fit_mask
         if r.weight is not None:
             arrays[f"{name}.weight"] = r.weight
+        if r.labels is not None and r.components is not None:
+            arrays[f"{name}.labels"] = r.labels
+            arrays[f"{name}.boxes"] = np.array([c.box for c in r.components], np.int32).reshape(-1, 4)
+            for i, c in enumerate(r.components):
+                arrays[f"{name}.component{i}.image"] = c.image.astype(np.float16)
+                arrays[f"{name}.component{i}.sigma"] = c.sigma.astype(np.float16)
         meta["part_types"][name] = {"parts": r.parts, "size_px": list(r.size)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def _components_in(z: Any, name: str) -> tuple[()] | tuple[np.ndarray, tuple[Component, ...]]:
+    """A part type's component labels and components from an open reference file (none before /3)."""
+    if f"{name}.labels" not in z.files:
+        return ()
+    boxes = z[f"{name}.boxes"].astype(int).tolist()
+    comps = tuple(
+        Component(tuple(box), z[f"{name}.component{i}.image"].astype(np.float32), z[f"{name}.component{i}.sigma"].astype(np.float32))
+        for i, box in enumerate(boxes)
+    )
+    return z[f"{name}.labels"], comps
 
 
 def load_references(path: str | Path) -> tuple[dict[str, Reference], dict[str, Any]]:
@@ -120,6 +164,7 @@ def load_references(path: str | Path) -> tuple[dict[str, Reference], dict[str, A
                     z[f"{name}.fit_mask"],
                     int(info["parts"]),
                     z[f"{name}.weight"] if f"{name}.weight" in z.files else None,
+                    *_components_in(z, name),
                 )
                 for name, info in meta["part_types"].items()
             }
@@ -179,15 +224,177 @@ def _steady(sigma: np.ndarray, region: np.ndarray) -> np.ndarray:
     return cv2.erode(steady, np.ones((5, 5), np.uint8))
 
 
+def _edge_allowance(sigma: np.ndarray, image: np.ndarray, edge_px: float) -> np.ndarray:
+    """``sigma`` plus what a sub-pixel registration error of ``edge_px`` leaves at ``image``'s edges."""
+    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3) / 8
+    grad = cv2.dilate(np.hypot(gx, gy), np.ones((3, 3), np.uint8))
+    return np.sqrt(sigma**2 + (edge_px * grad) ** 2).astype(np.float32)
+
+
 def edge_sigma(ref: Reference, edge_px: float) -> tuple[np.ndarray, np.ndarray]:
     """The reference's variation plus an allowance where it has edges (a sub-pixel registration
     error shows there as a residual of ``edge_px`` x the gradient), and the search mask without
     the places that vary most (strong edges, the belt through a hole, a component's print)."""
-    gx = cv2.Sobel(ref.image, cv2.CV_32F, 1, 0, ksize=3) / 8
-    gy = cv2.Sobel(ref.image, cv2.CV_32F, 0, 1, ksize=3) / 8
-    grad = cv2.dilate(np.hypot(gx, gy), np.ones((3, 3), np.uint8))
-    sigma = np.sqrt(ref.sigma**2 + (edge_px * grad) ** 2).astype(np.float32)
+    sigma = _edge_allowance(ref.sigma, ref.image, edge_px)
     return sigma, _steady(sigma, ref.fit_mask) & ref.mask
+
+
+# -- components: registered on their own ------------------------------------------------------------
+#
+# A chip is placed with its own small offset and turn, and its body's shade differs from part to
+# part, so the part-wide comparison has to leave it out (with its pins, a band round it). A scratch
+# across a chip and its pins is then seen nowhere. Each such component gets a window of its own:
+# the window is registered onto the component's own reference (a rigid turn and shift), the
+# component's shade, its pins' brightness and the light's slope across it are fitted, and what is
+# left is compared with how much that varied over the taught parts.
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """One component, ready to judge with (see :func:`component_windows`)."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in reference pixels
+    image: np.ndarray  # float32: the component's own reference
+    fit: np.ndarray  # uint8: the component's varying patch (what is registered)
+    sigma: np.ndarray  # float32: variation after the fit, with the edge allowance
+    search: np.ndarray  # bool: where the window's comparison stands in for the part-wide one
+
+
+def _component_labels(fit: np.ndarray, weight: np.ndarray, holes: np.ndarray) -> np.ndarray:
+    """What varies from part to part on the part's own surface, slightly grown, as patches labelled
+    1..N (uint8; the largest 255 if there are more); patches under ``_WINDOW_MIN_PX`` get none."""
+    varying = ((fit > 0) & (weight == 0) & (holes == 0)).astype(np.uint8) * 255
+    varying = cv2.dilate(varying, np.ones((5, 5), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(varying, connectivity=8)
+    big = sorted((j for j in range(1, n) if stats[j, cv2.CC_STAT_AREA] >= _WINDOW_MIN_PX), key=lambda j: -stats[j, cv2.CC_STAT_AREA])[:255]
+    lut = np.zeros(n, np.uint8)
+    for i, j in enumerate(sorted(big), start=1):
+        lut[j] = i
+    return lut[labels]
+
+
+def _component_box(labels: np.ndarray, i: int, fit: np.ndarray) -> tuple[int, int, int, int]:
+    """Patch ``i``'s bounding box grown by the margin, on the part."""
+    ys, xs = np.nonzero(labels == i)
+    fy, fx = np.nonzero(fit)
+    m = _WINDOW_MARGIN_PX
+    return (
+        int(max(fx.min(), xs.min() - m)),
+        int(max(fy.min(), ys.min() - m)),
+        int(min(fx.max() + 1, xs.max() + 1 + m)),
+        int(min(fy.max() + 1, ys.max() + 1 + m)),
+    )
+
+
+def _enclosed(patch: np.ndarray) -> np.ndarray:
+    """Where ``patch`` (uint8, 255) lies or what it encloses: not reachable from the border
+    without crossing it."""
+    h, w = patch.shape
+    outside = np.pad((patch == 0).astype(np.uint8), 1, constant_values=1)
+    flood = np.zeros((h + 4, w + 4), np.uint8)
+    cv2.floodFill(outside, flood, (0, 0), 2, flags=4)
+    return outside[1:-1, 1:-1] != 2
+
+
+def _nearest_component(labels: np.ndarray) -> np.ndarray:
+    """Per pixel, the label of the nearest component patch (where windows overlap, a pixel is
+    judged by the component it lies nearest to)."""
+    _, nearest = cv2.distanceTransformWithLabels((labels == 0).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_CCOMP)
+    lut = np.zeros(int(nearest.max()) + 1, np.uint8)
+    on = labels > 0
+    lut[nearest[on]] = labels[on]
+    return lut[nearest]
+
+
+def _register_window(own: np.ndarray, fit: np.ndarray, around: np.ndarray) -> np.ndarray | None:
+    """A component turned and shifted onto its own reference (None: no convergence). ``around``
+    is the window with ``_WINDOW_BORDER_PX`` more of the stack on every side, so that what a
+    shift brings into the window is the part, not a repeated edge."""
+    b = _WINDOW_BORDER_PX
+    h, w = own.shape
+    warp = np.eye(2, 3, dtype=np.float32)
+    try:
+        _, warp = cv2.findTransformECC(own, np.ascontiguousarray(around[b : b + h, b : b + w]), warp, cv2.MOTION_EUCLIDEAN, _ECC, fit, 1)
+    except cv2.error:
+        return None
+    warp[:, 2] += b  # the same turn and shift, read from the wider crop
+    return cv2.warpAffine(around, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _around(stack: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The window ``box`` of ``stack`` with ``_WINDOW_BORDER_PX`` more on every side (edges repeated
+    where the stack ends)."""
+    b = _WINDOW_BORDER_PX
+    x0, y0, x1, y1 = box
+    padded = cv2.copyMakeBorder(stack[max(0, y0 - b) : y1 + b, max(0, x0 - b) : x1 + b], max(0, b - y0), 0, max(0, b - x0), 0, cv2.BORDER_REPLICATE)
+    h, w = y1 - y0 + 2 * b, x1 - x0 + 2 * b
+    return cv2.copyMakeBorder(padded, 0, max(0, h - padded.shape[0]), 0, max(0, w - padded.shape[1]), cv2.BORDER_REPLICATE)[:h, :w]
+
+
+def _fit_residual(aligned: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """``aligned`` minus its best fit by the component's reference: its gain and offset, the
+    light's slope, and the shade of its dark (a chip's body) and bright (its pins) parts, each free.
+    Two rounds of least squares, the second without the pixels the first fitted worst (a scratch)."""
+    h, w = own.shape
+    lo, mid, hi = np.percentile(own, (5, 50, 95))
+    dark = cv2.GaussianBlur((own < (lo + mid) / 2).astype(np.float32), (0, 0), 0.7)
+    bright = cv2.GaussianBlur((own > (mid + hi) / 2).astype(np.float32), (0, 0), 0.7)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = np.stack([own, np.ones_like(own), xs / w - 0.5, ys / h - 0.5, dark, bright], axis=-1).reshape(-1, 6)
+    y = aligned.reshape(-1)
+    keep = np.ones(len(y), bool)
+    for _ in range(2):
+        coef, *_ = np.linalg.lstsq(a[keep], y[keep], rcond=None)
+        residual = y - a @ coef
+        keep = np.abs(residual) < 3 * 1.4826 * float(np.median(np.abs(residual))) + 1.0
+    return residual.reshape(h, w).astype(np.float32)
+
+
+def component_windows(ref: Reference, edge_px: float, mask: np.ndarray) -> tuple[Window, ...]:
+    """The reference's components, each with its variation plus the edge allowance, and where it
+    is searched: what the part-wide ``mask`` leaves out, nearer to it than to any other
+    component, off the holes and clear of its window's edge."""
+    if ref.labels is None or not ref.components or ref.weight is None:
+        return ()
+    rim = cv2.dilate(_holes(ref.image), np.ones((5, 5), np.uint8))
+    nearest = _nearest_component(ref.labels)
+    out = []
+    for i, comp in enumerate(ref.components, start=1):
+        x0, y0, x1, y1 = comp.box
+        sigma = _edge_allowance(comp.sigma, comp.image, edge_px)
+        patch = (ref.labels[y0:y1, x0:x1] == i).astype(np.uint8) * 255
+        # a chip's body is as dark as the belt seen through a hole; what the patch (its pins)
+        # encloses is the component, not a hole
+        off_holes = (rim[y0:y1, x0:x1] == 0) | _enclosed(patch)
+        inside = (ref.fit_mask[y0:y1, x0:x1] > 0) & off_holes & (nearest[y0:y1, x0:x1] == i)
+        # no steadiness cut as on the part-wide map: a scratch shows best across the pins, whose
+        # edges vary most; their variation is in sigma, so z stays fair there
+        search = inside & (mask[y0:y1, x0:x1] == 0)
+        band = max(_BLUR_LENGTHS) // 2  # the blurred reference is not right within this of the window's edge
+        search[:band], search[-band:], search[:, :band], search[:, -band:] = False, False, False, False
+        if not search.any():
+            continue
+        out.append(Window(comp.box, comp.image, patch, sigma, search))
+    return tuple(out)
+
+
+def _window_z(stack: np.ndarray, win: Window) -> np.ndarray | None:
+    """The component's comparison, in units of its variation (None: it did not register). The
+    motion blur is fitted on the component alone (the part-wide choice is made on the board)."""
+    aligned = _register_window(win.image, win.fit, _around(stack, win.box))
+    if aligned is None:
+        return None
+    best: tuple[float, np.ndarray] | None = None
+    for length in _BLUR_LENGTHS:
+        own = cv2.blur(win.image, (length, 1)) if length > 1 else win.image
+        z = _fit_residual(aligned, own) / win.sigma
+        level = float(np.median(np.abs(z[win.search])))
+        if best is None or level < best[0]:
+            best = (level, z)
+    assert best is not None
+    level, z = best
+    return z / max(1.0, level / 0.6745)  # a noisier part: as in judge()
 
 
 @dataclass(frozen=True)
@@ -220,11 +427,19 @@ class SurfaceResult:
 
 
 def judge(
-    stack: np.ndarray, ref: Reference, sigma: np.ndarray, mask: np.ndarray, mm_per_px: float, z_seed: float, z_low: float, rule: ScratchRule | None = None
+    stack: np.ndarray,
+    ref: Reference,
+    sigma: np.ndarray,
+    mask: np.ndarray,
+    mm_per_px: float,
+    z_seed: float,
+    z_low: float,
+    rule: ScratchRule | None = None,
+    windows: tuple[Window, ...] = (),
 ) -> tuple[SurfaceResult, np.ndarray]:
     """Compare a part's median stack with its reference (``sigma`` and ``mask`` from
-    :func:`edge_sigma`); the anomaly that is most a scratch by ``rule`` (without one: the longest)
-    and the z map."""
+    :func:`edge_sigma`, ``windows`` from :func:`component_windows`); the anomaly that is most a
+    scratch by ``rule`` (without one: the longest) and the z map."""
     best: tuple[float, np.ndarray, int] | None = None
     on = mask > 0
     for length in _BLUR_LENGTHS:
@@ -238,6 +453,11 @@ def judge(
     scale = max(1.0, level / 0.6745)  # robust sigma of z: 1 on a part as quiet as the reference's
     z = z / scale
     z[~on] = 0
+    for win in windows:  # the components, each on its own: a scratch running onto one goes on there
+        zw = _window_z(stack, win)
+        if zw is not None:
+            x0, y0, x1, y1 = win.box
+            z[y0:y1, x0:x1][win.search] = zw[win.search]
     strength = np.abs(z)
     low = cv2.dilate((strength > z_low).astype(np.uint8), np.ones((3, 3), np.uint8))  # bridge one-pixel gaps
     n, labels, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
@@ -289,11 +509,12 @@ def teach_reference(crops_per_part: list[list[np.ndarray]], mask_margin_px: int,
     for _ in range(rounds):
         aligned = [a for a in (register(ref, fit, c) for c in mids) if a is not None]
         ref = np.median(aligned, axis=0).astype(np.float32)
-    diffs = []
+    stacks = []  # each part's median, registered onto the reference
     for crops in crops_per_part:
         aligned = [a for a in (register(ref, fit, c) for c in crops) if a is not None]
         if aligned:
-            diffs.append(np.median(aligned, axis=0) - ref)
+            stacks.append(np.median(aligned, axis=0).astype(np.float32))
+    diffs = [s - ref for s in stacks]
     # The part's own surface: no holes. What still varies much from part to part there (a
     # component's shade, a bolt head's turn) is left out of the high-pass's mean too, so that it
     # does not spill into its neighbours; the variation is then learnt again without it.
@@ -305,7 +526,29 @@ def teach_reference(crops_per_part: list[list[np.ndarray]], mask_margin_px: int,
     # searched: the weighted surface, away from what varies (eroded), and from a hole's rim
     steady = _steady(np.where(weight > 0, sigma, np.float32(1e3)), fit)
     mask = steady & weight & ~cv2.dilate(holes, np.ones((5, 5), np.uint8))
-    return Reference(ref, sigma, mask, fit, len(crops_per_part), weight)
+    labels, components = _teach_components(stacks, ref, fit, _component_labels(fit, weight, holes), rounds)
+    return Reference(ref, sigma, mask, fit, len(crops_per_part), weight, labels, components)
+
+
+def _teach_components(stacks: list[np.ndarray], ref: np.ndarray, fit: np.ndarray, labels: np.ndarray, rounds: int) -> tuple[np.ndarray, tuple[Component, ...]]:
+    """Each component's own reference (the median of its windows, each registered on its own onto
+    it) and the variation left after the fit (see :func:`_fit_residual`). A component that does
+    not register on most parts is dropped (left out of the search, as before components were
+    looked at); the labels are renumbered to match."""
+    kept: list[Component] = []
+    lut = np.zeros(int(labels.max()) + 1, np.uint8)
+    for i in range(1, len(lut)):
+        x0, y0, x1, y1 = box = _component_box(labels, i, fit)
+        own, patch = ref[y0:y1, x0:x1], (labels[y0:y1, x0:x1] == i).astype(np.uint8) * 255
+        aligned: list[np.ndarray] = []
+        for r in range(rounds + 1):  # the last round: registered onto the final own reference
+            aligned = [a for a in (_register_window(own, patch, _around(s, box)) for s in stacks) if a is not None]
+            if r < rounds and aligned:
+                own = np.median(aligned, axis=0).astype(np.float32)
+        if len(aligned) >= max(3, len(stacks) // 2):
+            kept.append(Component(box, own, _spread([_fit_residual(a, own) for a in aligned])))
+            lut[i] = len(kept)
+    return lut[labels], tuple(kept)
 
 
 # -- the node ---------------------------------------------------------------------------------------
@@ -406,12 +649,14 @@ class SurfaceInspector(Node):
         self.stacks: OrderedDict[int, _Stack] = OrderedDict()
         self.refs: dict[str, Reference] = {}
         self.search: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per part type: sigma with the edge allowance, search mask
+        self.windows: dict[str, tuple[Window, ...]] = {}  # per part type: its components' windows
         self.taught: dict[str, list[list[np.ndarray]]] = {}
         self.sizes: dict[str, tuple[int, int]] = {}  # teaching: crop size per part type
         self.unknown_types: set[str] = set()
         if not p["teach"]:
             self.refs, _ = load_references(p["reference"])
             self.search = {name: edge_sigma(r, p["edge_px"]) for name, r in self.refs.items()}
+            self.windows = {name: component_windows(r, p["edge_px"], self.search[name][1]) for name, r in self.refs.items()}
             self.rule = ScratchRule(p["min_length_mm"], p["short_line_mm"], p["short_line_strength"])
             self.ctx.log.info("surface references for %s from %s", ", ".join(f"{n} ({r.parts} parts)" for n, r in self.refs.items()), p["reference"])
 
@@ -504,7 +749,8 @@ class SurfaceInspector(Node):
         p = self.params
         ref = self.refs[stack.part_type]
         sigma, mask = self.search[stack.part_type]
-        result, _ = judge(np.median(stack.crops, axis=0), ref, sigma, mask, self.mm_per_px, p["z_seed"], p["z_low"], self.rule)
+        stacked = np.median(stack.crops, axis=0)
+        result, _ = judge(stacked, ref, sigma, mask, self.mm_per_px, p["z_seed"], p["z_low"], self.rule, self.windows[stack.part_type])
         stack.result = replace(result, frames=len(stack.crops))
         stack.crops = []  # judged: the crops are no longer needed
         self.ctx.count("surface_judged")

@@ -15,6 +15,7 @@ import pytest
 from lineguard.nodes.inspect_surface import (
     ReferenceError,
     ScratchRule,
+    component_windows,
     edge_sigma,
     judge,
     load_references,
@@ -64,14 +65,18 @@ def sighting(
     blur_px: int = 1,
     tilt_deg: float = 0.0,
     surface: np.ndarray | None = None,
+    chip: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray:
     """One frame's crop of a part: turned and shifted a little, lit, blurred along the travel, noisy.
     ``line`` = ((x0, y0), (x1, y1), delta): a scratch in part pixels, ``delta`` grey levels.
     ``tilt_deg``: the camera is turned this much about both image axes, so the flat part is
     foreshortened (a homography; near the image centre, where the check stacks its crops).
-    ``surface``: another part surface than ``SURFACE``."""
+    ``surface``: another part surface than ``SURFACE``. ``chip``: a component placed on it (see
+    :func:`place_chip`), under the scratch."""
     w, h = CROP
     part = (SURFACE if surface is None else surface).copy()
+    if chip is not None:
+        place_chip(part, *chip)
     if line is not None:
         (p0, p1, delta) = line
         mask = np.zeros_like(part)
@@ -94,6 +99,87 @@ def sighting(
         img = cv2.blur(img, (blur_px, 1))
     img = img * gain + offset + rng.normal(0, NOISE, img.shape).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.float32)
+
+
+CHIP_AT = (180, 60)  # the chip's nominal centre, part pixels (a 20 x 17 mm chip with its pins)
+CHIP_BODY = (28, 26)  # its body, px
+
+
+def place_chip(part: np.ndarray, dx: float, dy: float, turn_deg: float, shade: float) -> None:
+    """A chip as a pick-and-place machine puts it: a dark body (``shade`` grey) with a bright row
+    of pins on two sides, off its nominal place by (``dx``, ``dy``) px and ``turn_deg``. Drawn
+    four times finer and averaged down, so that sub-pixel offsets show as they do on a camera."""
+    k, size = 4, 48
+    big = np.zeros((size * k, size * k), np.float32)
+    alpha = np.zeros_like(big)
+    bw, bh = CHIP_BODY
+    c = size * k / 2
+    for i in range(6):  # pins: 2 px wide, 4 px long, 4 px apart, left and right of the body
+        y = c + (i - 2.5) * 4 * k
+        for x0, x1 in ((c - bw * k / 2 - 4 * k, c - bw * k / 2), (c + bw * k / 2, c + bw * k / 2 + 4 * k)):
+            cv2.rectangle(big, (int(x0), int(y - k)), (int(x1), int(y + k)), 205.0, -1)
+            cv2.rectangle(alpha, (int(x0), int(y - k)), (int(x1), int(y + k)), 1.0, -1)
+    body = ((int(c - bw * k / 2), int(c - bh * k / 2)), (int(c + bw * k / 2), int(c + bh * k / 2)))
+    cv2.rectangle(big, *body, shade, -1)
+    cv2.rectangle(alpha, *body, 1.0, -1)
+    cv2.circle(big, (int(c - bw * k / 3), int(c - bh * k / 3)), 2 * k, shade + 40.0, -1)  # pin-1 dot
+    m = cv2.getRotationMatrix2D((c, c), turn_deg, 1.0)
+    m[:, 2] += (dx * k, dy * k)
+    big = cv2.resize(cv2.warpAffine(big, m, big.shape[::-1]), (size, size), interpolation=cv2.INTER_AREA)
+    alpha = cv2.resize(cv2.warpAffine(alpha, m, alpha.shape[::-1]), (size, size), interpolation=cv2.INTER_AREA)
+    x0, y0 = CHIP_AT[0] - size // 2, CHIP_AT[1] - size // 2
+    patch = part[y0 : y0 + size, x0 : x0 + size]
+    patch[:] = patch * (1 - alpha) + big * alpha
+
+
+def chip_pose(rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """A placement within tolerance: up to 1.5 px (0.75 mm) off, 2 degrees turned, any body shade."""
+    return (float(rng.uniform(-1.5, 1.5)), float(rng.uniform(-1.5, 1.5)), float(rng.uniform(-2, 2)), float(rng.uniform(26, 44)))
+
+
+@pytest.fixture(scope="module")
+def chipped():
+    """A reference taught on parts that each carry the chip placed a little differently."""
+    rng = np.random.default_rng(31)
+    parts = []
+    for _ in range(24):
+        pose = chip_pose(rng)
+        parts.append([sighting(rng, chip=pose) for _ in range(12)])
+    ref = teach_reference(parts, mask_margin_px=6)
+    sigma, mask = edge_sigma(ref, 0.3)
+    return ref, (sigma, mask), component_windows(ref, 0.3, mask)
+
+
+def inspect_chipped(chipped, crops, windows: bool = True):
+    ref, (sigma, mask), wins = chipped
+    aligned = [register(ref.image, ref.fit_mask, c) for c in crops]
+    stack = np.median([a for a in aligned if a is not None], axis=0)
+    rule = ScratchRule(8.0, 5.0, 120.0)  # the shipped recipe's rule
+    return judge(stack, ref, sigma, mask, MPP, z_seed=4.5, z_low=3.0, rule=rule, windows=wins if windows else ())[0]
+
+
+# across the chip from pins to pins: 19 mm, 30 grey darker (a seventh of a pin's brightness)
+OVER_CHIP = ((161, 52), (199, 64), -30.0)
+
+
+def test_a_scratch_across_a_chip_and_its_pins_is_found_though_every_chip_sits_a_little_differently(chipped):
+    ref, (_, mask), wins = chipped
+    (x0, y0), (x1, y1), _ = OVER_CHIP
+    assert len(wins) >= 1 and not mask[y0 + 8, x0 + 8 + 6 : x1 + 8].any()  # the part-wide check leaves the chip out
+    rng = np.random.default_rng(32)
+    pose = chip_pose(rng)
+    scratched = [sighting(rng, line=OVER_CHIP, chip=pose) for _ in range(12)]
+    found = inspect_chipped(chipped, scratched)
+    assert found.scratch and found.length_mm >= 8.0 and on_line(found.centre_px, OVER_CHIP)
+    assert not inspect_chipped(chipped, scratched, windows=False).scratch  # without its window: unseen
+
+
+def test_good_chips_placed_within_tolerance_and_under_other_light_show_no_line(chipped):
+    rng = np.random.default_rng(33)
+    for kwargs in ({}, {"gain": 0.75, "offset": 12.0}, {"blur_px": 7}):
+        for _ in range(3):
+            result = inspect_chipped(chipped, [sighting(rng, chip=chip_pose(rng), **kwargs) for _ in range(12)])
+            assert result.length_mm < 3.0, kwargs
 
 
 @pytest.fixture(scope="module")
@@ -220,14 +306,38 @@ def test_a_reference_taught_before_the_weight_map_still_loads_and_judges(referen
     assert inspect(old, [sighting(rng, line=FAINT) for _ in range(12)]).length_mm >= 10.0
 
 
-def test_the_reference_round_trips_through_its_file(reference, tmp_path):
-    ref, _ = reference
+def test_the_reference_round_trips_through_its_file(chipped, tmp_path):
+    ref, _, windows = chipped
     path = tmp_path / "surface.npz"
     save_references(path, {"plate": ref}, MPP)
     refs, meta = load_references(path)
-    assert meta["mm_per_px"] == MPP and refs["plate"].parts == 24
-    np.testing.assert_array_equal(refs["plate"].mask, ref.mask)
-    np.testing.assert_array_equal(refs["plate"].weight, ref.weight)
+    back = refs["plate"]
+    assert meta["mm_per_px"] == MPP and back.parts == 24
+    np.testing.assert_array_equal(back.mask, ref.mask)
+    np.testing.assert_array_equal(back.weight, ref.weight)
+    np.testing.assert_array_equal(back.labels, ref.labels)
+    assert [c.box for c in back.components] == [c.box for c in ref.components] and len(windows) >= 1
+    for c, d in zip(back.components, ref.components):
+        np.testing.assert_allclose(c.image, d.image, atol=0.25)  # stored as float16
+        np.testing.assert_allclose(c.sigma, d.sigma, rtol=1e-3, atol=1e-3)
+
+
+def test_a_reference_taught_before_components_were_looked_at_still_judges_without_them(chipped, tmp_path):
+    # format /2 had no component windows: the chip stays left out, as it was, and nothing fails
+    ref, _, _ = chipped
+    path = tmp_path / "v2.npz"
+    save_references(path, {"plate": replace(ref, labels=None, components=None)}, MPP)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+        meta = json.loads(str(z["meta"]))
+    assert not any("component" in k or "labels" in k for k in arrays)
+    meta["format"] = "lineguard.surface/2"
+    np.savez_compressed(path, meta=np.array(json.dumps(meta)), **arrays)
+    old = load_references(path)[0]["plate"]
+    sigma, mask = edge_sigma(old, 0.3)
+    assert old.components is None and component_windows(old, 0.3, mask) == ()
+    rng = np.random.default_rng(34)
+    assert inspect_chipped((old, (sigma, mask), ()), [sighting(rng, line=FAINT, chip=chip_pose(rng)) for _ in range(12)]).length_mm >= 10.0
 
 
 def test_a_missing_or_foreign_reference_file_is_named(tmp_path):
