@@ -70,7 +70,9 @@ _MIN_STACK = 3  # fewer crops than this judge nothing
 _MASK_SIGMA = 3.0  # a pixel varying more than this x the part's median variation is left out
 _WINDOW_MARGIN_PX = 8  # a component's window reaches this far beyond its varying patch
 _WINDOW_BORDER_PX = 4  # a component is registered within this much of the stack around its window
-_WINDOW_MIN_PX = 40  # a varying patch smaller than this (a via's rim) is no component
+_WINDOW_MAX_SHIFT_PX = 3.0  # a component registered further off than this (1.5 mm) did not register
+_WINDOW_MAX_TURN_DEG = 4.0  # ... or turned further
+_WINDOW_MIN_PX = 150  # a varying patch smaller than this (a pad, a via, a hole's rim) is no component
 
 
 class ReferenceError(ValueError):
@@ -308,15 +310,19 @@ def _nearest_component(labels: np.ndarray) -> np.ndarray:
 
 
 def _register_window(own: np.ndarray, fit: np.ndarray, around: np.ndarray) -> np.ndarray | None:
-    """A component turned and shifted onto its own reference (None: no convergence). ``around``
-    is the window with ``_WINDOW_BORDER_PX`` more of the stack on every side, so that what a
-    shift brings into the window is the part, not a repeated edge."""
+    """A component turned and shifted onto its own reference (None: no convergence, or further
+    than a placement can be off). ``around`` is the window with ``_WINDOW_BORDER_PX`` more of the
+    stack on every side, so that what a shift brings into the window is the part, not a repeated
+    edge."""
     b = _WINDOW_BORDER_PX
     h, w = own.shape
     warp = np.eye(2, 3, dtype=np.float32)
     try:
         _, warp = cv2.findTransformECC(own, np.ascontiguousarray(around[b : b + h, b : b + w]), warp, cv2.MOTION_EUCLIDEAN, _ECC, fit, 1)
     except cv2.error:
+        return None
+    turn = math.degrees(math.atan2(float(warp[1, 0]), float(warp[0, 0])))
+    if math.hypot(float(warp[0, 2]), float(warp[1, 2])) > _WINDOW_MAX_SHIFT_PX or abs(turn) > _WINDOW_MAX_TURN_DEG:
         return None
     warp[:, 2] += b  # the same turn and shift, read from the wider crop
     return cv2.warpAffine(around, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
