@@ -261,6 +261,7 @@ class Window:
     fit: np.ndarray  # uint8: the component's varying patch (what is registered)
     sigma: np.ndarray  # float32: variation after the fit, with the edge allowance
     search: np.ndarray  # bool: where the window's comparison stands in for the part-wide one
+    designs: tuple[np.ndarray, ...] = ()  # the fit's design (see _design) per _BLUR_LENGTHS entry
 
 
 def _component_labels(fit: np.ndarray, weight: np.ndarray, holes: np.ndarray) -> np.ndarray:
@@ -338,23 +339,30 @@ def _around(stack: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return cv2.copyMakeBorder(padded, 0, max(0, h - padded.shape[0]), 0, max(0, w - padded.shape[1]), cv2.BORDER_REPLICATE)[:h, :w]
 
 
-def _fit_residual(aligned: np.ndarray, own: np.ndarray) -> np.ndarray:
-    """``aligned`` minus its best fit by the component's reference: its gain and offset, the
-    light's slope, and the shade of its dark (a chip's body) and bright (its pins) parts, each free.
-    Two rounds of least squares, the second without the pixels the first fitted worst (a scratch)."""
+def _design(own: np.ndarray) -> np.ndarray:
+    """What a component's window is fitted with (pixels x 6): the component's reference (gain),
+    a constant (offset), the light's slope across it, and its dark (a chip's body) and bright
+    (its pins) parts, each free to shade differently."""
     h, w = own.shape
     lo, mid, hi = np.percentile(own, (5, 50, 95))
     dark = cv2.GaussianBlur((own < (lo + mid) / 2).astype(np.float32), (0, 0), 0.7)
     bright = cv2.GaussianBlur((own > (mid + hi) / 2).astype(np.float32), (0, 0), 0.7)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    a = np.stack([own, np.ones_like(own), xs / w - 0.5, ys / h - 0.5, dark, bright], axis=-1).reshape(-1, 6)
-    y = aligned.reshape(-1)
-    keep = np.ones(len(y), bool)
+    return np.stack([own, np.ones_like(own), xs / w - 0.5, ys / h - 0.5, dark, bright], axis=-1).reshape(-1, 6)
+
+
+def _fit_residual(aligned: np.ndarray, design: np.ndarray) -> np.ndarray:
+    """``aligned`` minus its best fit by ``design`` (see :func:`_design`). Two rounds of least
+    squares, the second without the pixels the first fitted worst (a scratch)."""
+    y = aligned.reshape(-1).astype(np.float64)
+    a = design.astype(np.float64)
+    keep = np.ones(len(y))
     for _ in range(2):
-        coef, *_ = np.linalg.lstsq(a[keep], y[keep], rcond=None)
+        weighted = a * keep[:, None]
+        coef = np.linalg.lstsq(weighted.T @ a, weighted.T @ y, rcond=None)[0]  # the normal equations: 6 x 6
         residual = y - a @ coef
-        keep = np.abs(residual) < 3 * 1.4826 * float(np.median(np.abs(residual))) + 1.0
-    return residual.reshape(h, w).astype(np.float32)
+        keep = (np.abs(residual) < 3 * 1.4826 * float(np.median(np.abs(residual))) + 1.0).astype(np.float64)
+    return residual.reshape(aligned.shape).astype(np.float32)
 
 
 def component_windows(ref: Reference, edge_px: float, mask: np.ndarray) -> tuple[Window, ...]:
@@ -381,7 +389,8 @@ def component_windows(ref: Reference, edge_px: float, mask: np.ndarray) -> tuple
         search[:band], search[-band:], search[:, :band], search[:, -band:] = False, False, False, False
         if not search.any():
             continue
-        out.append(Window(comp.box, comp.image, patch, sigma, search))
+        designs = tuple(_design(cv2.blur(comp.image, (length, 1)) if length > 1 else comp.image) for length in _BLUR_LENGTHS)
+        out.append(Window(comp.box, comp.image, patch, sigma, search, designs))
     return tuple(out)
 
 
@@ -392,9 +401,8 @@ def _window_z(stack: np.ndarray, win: Window) -> np.ndarray | None:
     if aligned is None:
         return None
     best: tuple[float, np.ndarray] | None = None
-    for length in _BLUR_LENGTHS:
-        own = cv2.blur(win.image, (length, 1)) if length > 1 else win.image
-        z = _fit_residual(aligned, own) / win.sigma
+    for design in win.designs:  # one per motion blur length
+        z = _fit_residual(aligned, design) / win.sigma
         level = float(np.median(np.abs(z[win.search])))
         if best is None or level < best[0]:
             best = (level, z)
@@ -552,7 +560,8 @@ def _teach_components(stacks: list[np.ndarray], ref: np.ndarray, fit: np.ndarray
             if r < rounds and aligned:
                 own = np.median(aligned, axis=0).astype(np.float32)
         if len(aligned) >= max(3, len(stacks) // 2):
-            kept.append(Component(box, own, _spread([_fit_residual(a, own) for a in aligned])))
+            design = _design(own)
+            kept.append(Component(box, own, _spread([_fit_residual(a, design) for a in aligned])))
             lut[i] = len(kept)
     return lut[labels], tuple(kept)
 
