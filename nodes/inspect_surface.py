@@ -25,8 +25,8 @@ golden sample does:
    at least ``min_length_mm`` long (dust fibres are shorter) is a scratch, and so is one from
    ``short_line_mm`` that is strong (``short_line_strength``; fibres are faint): a scratch running
    into a hole is cut short there. Only the part's own surface counts: the reference's mask leaves
-   out its outline, holes and whatever varies even after a component's own registration (its
-   print, a bolt head's turn).
+   out its outline and holes, and what varies from part to part but is too small to be a
+   component (a pad, a via, a hole's rim).
 
 From then on every finding of that part carries ``scratch`` (so ``vote.part`` counts it), with a
 note such as ``"surface: 14 mm line at (-20, 8) mm"``. Findings pass through unchanged otherwise.
@@ -261,7 +261,7 @@ class Window:
     fit: np.ndarray  # uint8: the component's varying patch (what is registered)
     sigma: np.ndarray  # float32: variation after the fit, with the edge allowance
     search: np.ndarray  # bool: where the window's comparison stands in for the part-wide one
-    designs: tuple[np.ndarray, ...] = ()  # the fit's design (see _design) per _BLUR_LENGTHS entry
+    designs: tuple[np.ndarray, ...]  # the fit's design (see _design) per _BLUR_LENGTHS entry
 
 
 def _component_labels(fit: np.ndarray, weight: np.ndarray, holes: np.ndarray) -> np.ndarray:
@@ -438,6 +438,7 @@ class SurfaceResult:
     frames: int
     strength: float = 0.0  # the reported anomaly's z summed over its pixels (sigma x mm²)
     scratch: bool = False  # the reported anomaly is a scratch by the rule judge() was given
+    unregistered: int = 0  # component windows that did not register: on this part they were not looked at
 
 
 def judge(
@@ -467,16 +468,19 @@ def judge(
     scale = max(1.0, level / 0.6745)  # robust sigma of z: 1 on a part as quiet as the reference's
     z = z / scale
     z[~on] = 0
+    unregistered = 0
     for win in windows:  # the components, each on its own: a scratch running onto one goes on there
         zw = _window_z(stack, win)
-        if zw is not None:
-            x0, y0, x1, y1 = win.box
-            z[y0:y1, x0:x1][win.search] = zw[win.search]
+        if zw is None:
+            unregistered += 1
+            continue
+        x0, y0, x1, y1 = win.box
+        z[y0:y1, x0:x1][win.search] = zw[win.search]
     strength = np.abs(z)
     low = cv2.dilate((strength > z_low).astype(np.uint8), np.ones((3, 3), np.uint8))  # bridge one-pixel gaps
     n, labels, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
     seeds = np.unique(labels[strength > z_seed])
-    found = SurfaceResult(0.0, (0.0, 0.0), round(float(strength.max(initial=0.0)), 2), blur, round(scale, 3), 0)
+    found = SurfaceResult(0.0, (0.0, 0.0), round(float(strength.max(initial=0.0)), 2), blur, round(scale, 3), 0, unregistered=unregistered)
     for j in seeds:
         if j == 0 or stats[j, cv2.CC_STAT_AREA] < 4:
             continue
@@ -764,11 +768,12 @@ class SurfaceInspector(Node):
         p = self.params
         ref = self.refs[stack.part_type]
         sigma, mask = self.search[stack.part_type]
-        stacked = np.median(stack.crops, axis=0)
-        result, _ = judge(stacked, ref, sigma, mask, self.mm_per_px, p["z_seed"], p["z_low"], self.rule, self.windows[stack.part_type])
+        result, _ = judge(np.median(stack.crops, axis=0), ref, sigma, mask, self.mm_per_px, p["z_seed"], p["z_low"], self.rule, self.windows[stack.part_type])
         stack.result = replace(result, frames=len(stack.crops))
         stack.crops = []  # judged: the crops are no longer needed
         self.ctx.count("surface_judged")
+        if result.unregistered:  # a component not looked at on this part: counted, so a line can see how often
+            self.ctx.count("surface_component_not_registered", result.unregistered)
         if result.scratch:
             h, w = ref.image.shape
             x_mm = (result.centre_px[0] - w / 2) * self.mm_per_px

@@ -10,9 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lineguard.nodes.inspect_surface import ReferenceError, component_windows, edge_sigma, load_references
+from lineguard.nodes.inspect_surface import ReferenceError, SurfaceInspector, component_windows, edge_sigma, load_references
 
-EDGE_PX = 0.3  # inspect.surface's default edge_px: the search is shown as the node sees it
+EDGE_PX = SurfaceInspector.params_schema["properties"]["edge_px"]["default"]  # the search as the node sees it by default
 
 
 def show(path: str, out: str | None, as_json: bool) -> int:

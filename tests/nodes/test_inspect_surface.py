@@ -172,6 +172,15 @@ def test_a_scratch_across_a_chip_and_its_pins_is_found_though_every_chip_sits_a_
     found = inspect_chipped(chipped, scratched)
     assert found.scratch and found.length_mm >= 8.0 and on_line(found.centre_px, OVER_CHIP)
     assert not inspect_chipped(chipped, scratched, windows=False).scratch  # without its window: unseen
+    assert found.unregistered == 0
+
+
+def test_a_chip_too_far_off_to_register_is_counted_as_not_looked_at(chipped):
+    # 5 px (2.5 mm) off: beyond placement tolerance, so its window does not register (nor may the
+    # windows of the pads it now lies on); the result says how many components went unlooked at
+    rng = np.random.default_rng(35)
+    result = inspect_chipped(chipped, [sighting(rng, chip=(5.0, 5.0, 0.0, 35.0)) for _ in range(12)])
+    assert result.unregistered >= 1
 
 
 def test_good_chips_placed_within_tolerance_and_under_other_light_show_no_line(chipped):
