@@ -310,23 +310,44 @@ def _nearest_component(labels: np.ndarray) -> np.ndarray:
     return lut[nearest]
 
 
-def _register_window(own: np.ndarray, fit: np.ndarray, around: np.ndarray) -> np.ndarray | None:
+def _register_window(own: np.ndarray, fit: np.ndarray, around: np.ndarray, design: np.ndarray | None = None) -> np.ndarray | None:
     """A component turned and shifted onto its own reference (None: no convergence, or further
     than a placement can be off). ``around`` is the window with ``_WINDOW_BORDER_PX`` more of the
     stack on every side, so that what a shift brings into the window is the part, not a repeated
-    edge."""
+    edge.
+
+    The shift is found first, then the turn starting from it, and the turned result is kept only
+    when the fit (``design``, see :func:`_design`) leaves less of it. On a long, narrow feature
+    (a board's connector) the turn alone is barely determined, and the search for it can settle
+    several degrees off where a shift fits the window almost exactly; its straight edge is then
+    left in the comparison as a line."""
     b = _WINDOW_BORDER_PX
     h, w = own.shape
+    inner = np.ascontiguousarray(around[b : b + h, b : b + w])
+    if design is None:
+        design = _design(own)
+    on = fit.reshape(-1) > 0
+    best: tuple[float, np.ndarray] | None = None
     warp = np.eye(2, 3, dtype=np.float32)
-    try:
-        _, warp = cv2.findTransformECC(own, np.ascontiguousarray(around[b : b + h, b : b + w]), warp, cv2.MOTION_EUCLIDEAN, _ECC, fit, 1)
-    except cv2.error:
-        return None
-    turn = math.degrees(math.atan2(float(warp[1, 0]), float(warp[0, 0])))
-    if math.hypot(float(warp[0, 2]), float(warp[1, 2])) > _WINDOW_MAX_SHIFT_PX or abs(turn) > _WINDOW_MAX_TURN_DEG:
-        return None
-    warp[:, 2] += b  # the same turn and shift, read from the wider crop
-    return cv2.warpAffine(around, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    for motion in (cv2.MOTION_TRANSLATION, cv2.MOTION_EUCLIDEAN):
+        try:
+            _, warp = cv2.findTransformECC(own, inner, warp.copy(), motion, _ECC, fit, 1)
+        except cv2.error:
+            continue
+        turn = math.degrees(math.atan2(float(warp[1, 0]), float(warp[0, 0])))
+        # how far the window's centre moved (the warp turns about its corner)
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        dx = float(warp[0, 0] * cx + warp[0, 1] * cy + warp[0, 2]) - cx
+        dy = float(warp[1, 0] * cx + warp[1, 1] * cy + warp[1, 2]) - cy
+        if math.hypot(dx, dy) > _WINDOW_MAX_SHIFT_PX or abs(turn) > _WINDOW_MAX_TURN_DEG:
+            continue
+        read = warp.copy()
+        read[:, 2] += b  # the same turn and shift, read from the wider crop
+        aligned = cv2.warpAffine(around, read, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        left = float(np.mean(np.square(_fit_residual(aligned, design).reshape(-1)[on])))
+        if best is None or left < best[0]:
+            best = (left, aligned)
+    return None if best is None else best[1]
 
 
 def _around(stack: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -397,7 +418,7 @@ def component_windows(ref: Reference, edge_px: float, mask: np.ndarray) -> tuple
 def _window_z(stack: np.ndarray, win: Window) -> np.ndarray | None:
     """The component's comparison, in units of its variation (None: it did not register). The
     motion blur is fitted on the component alone (the part-wide choice is made on the board)."""
-    aligned = _register_window(win.image, win.fit, _around(stack, win.box))
+    aligned = _register_window(win.image, win.fit, _around(stack, win.box), win.designs[0])
     if aligned is None:
         return None
     best: tuple[float, np.ndarray] | None = None
@@ -560,7 +581,8 @@ def _teach_components(stacks: list[np.ndarray], ref: np.ndarray, fit: np.ndarray
         own, patch = ref[y0:y1, x0:x1], (labels[y0:y1, x0:x1] == i).astype(np.uint8) * 255
         aligned: list[np.ndarray] = []
         for r in range(rounds + 1):  # the last round: registered onto the final own reference
-            aligned = [a for a in (_register_window(own, patch, _around(s, box)) for s in stacks) if a is not None]
+            design = _design(own)
+            aligned = [a for a in (_register_window(own, patch, _around(s, box), design) for s in stacks) if a is not None]
             if r < rounds and aligned:
                 own = np.median(aligned, axis=0).astype(np.float32)
         if len(aligned) >= max(3, len(stacks) // 2):
