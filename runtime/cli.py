@@ -327,6 +327,7 @@ def _add_plugin_commands(sub: argparse._SubParsersAction, bench: argparse._SubPa
         detect.register_bench(bench)
     if importlib.util.find_spec("lineguard.nodes.surface_cli"):
         importlib.import_module("lineguard.nodes.surface_cli").register(sub)
+        importlib.import_module("lineguard.nodes.surface_bench").register_bench(bench)
     if importlib.util.find_spec("lineguard.learn.train_cli"):
         importlib.import_module("lineguard.learn.train_cli").register(sub)
 
