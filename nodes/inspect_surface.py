@@ -311,24 +311,19 @@ def _nearest_component(labels: np.ndarray) -> np.ndarray:
     return lut[nearest]
 
 
-def _register_window(own: np.ndarray, fit: np.ndarray, around: np.ndarray, design: np.ndarray | None = None) -> np.ndarray | None:
-    """A component turned and shifted onto its own reference (None: no convergence, or further
-    than a placement can be off). ``around`` is the window with ``_WINDOW_BORDER_PX`` more of the
-    stack on every side, so that what a shift brings into the window is the part, not a repeated
-    edge.
+def _window_registrations(own: np.ndarray, fit: np.ndarray, around: np.ndarray) -> list[np.ndarray]:
+    """A component shifted onto its own reference, and turned and shifted (the turn searched from
+    that shift), each as far as a placement can be off (none: no convergence, or too far off).
+    ``around`` is the window with ``_WINDOW_BORDER_PX`` more of the stack on every side, so that
+    what a shift brings into the window is the part, not a repeated edge.
 
-    The shift is found first, then the turn starting from it, and the turned result is kept only
-    when the fit (``design``, see :func:`_design`) leaves less of it. On a long, narrow feature
-    (a board's connector) the turn alone is barely determined, and the search for it can settle
-    several degrees off where a shift fits the window almost exactly; its straight edge is then
-    left in the comparison as a line."""
+    Both are kept because on a long, narrow feature (a board's connector) the turn is barely
+    determined: its search can settle degrees off where a shift alone fits, and the feature's
+    straight edge is then left in the comparison as a line."""
     b = _WINDOW_BORDER_PX
     h, w = own.shape
     inner = np.ascontiguousarray(around[b : b + h, b : b + w])
-    if design is None:
-        design = _design(own)
-    on = fit.reshape(-1) > 0
-    best: tuple[float, np.ndarray] | None = None
+    out = []
     warp = np.eye(2, 3, dtype=np.float32)
     for motion in (cv2.MOTION_TRANSLATION, cv2.MOTION_EUCLIDEAN):
         try:
@@ -344,11 +339,17 @@ def _register_window(own: np.ndarray, fit: np.ndarray, around: np.ndarray, desig
             continue
         read = warp.copy()
         read[:, 2] += b  # the same turn and shift, read from the wider crop
-        aligned = cv2.warpAffine(around, read, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-        left = float(np.mean(np.square(_fit_residual(aligned, design).reshape(-1)[on])))
-        if best is None or left < best[0]:
-            best = (left, aligned)
-    return None if best is None else best[1]
+        out.append(cv2.warpAffine(around, read, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE))
+    return out
+
+
+def _register_window(own: np.ndarray, fit: np.ndarray, around: np.ndarray, design: np.ndarray) -> np.ndarray | None:
+    """Of :func:`_window_registrations`, the one the fit (``design``, see :func:`_design`) leaves
+    least of on the component's patch ``fit`` (teaching; None: neither registered)."""
+    on = fit.reshape(-1) > 0
+    candidates = _window_registrations(own, fit, around)
+    left = [float(np.mean(np.square(_fit_residual(a, design).reshape(-1)[on]))) for a in candidates]
+    return candidates[int(np.argmin(left))] if candidates else None
 
 
 def _around(stack: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -416,21 +417,26 @@ def component_windows(ref: Reference, edge_px: float, mask: np.ndarray) -> tuple
     return tuple(out)
 
 
-def _window_z(stack: np.ndarray, win: Window) -> np.ndarray | None:
+def _window_z(stack: np.ndarray, win: Window, z_low: float) -> np.ndarray | None:
     """The component's comparison, in units of its variation (None: it did not register). The
-    motion blur is fitted on the component alone (the part-wide choice is made on the board)."""
-    aligned = _register_window(win.image, win.fit, _around(stack, win.box), win.designs[0])
-    if aligned is None:
-        return None
+    motion blur is fitted on the component alone (the part-wide choice is made on the board). Of
+    its two registrations (see :func:`_window_registrations`) the one that leaves less beyond
+    ``z_low`` counts: a scratch shows on both, a misfit edge on only one."""
     best: tuple[float, np.ndarray] | None = None
-    for design in win.designs:  # one per motion blur length
-        z = _fit_residual(aligned, design) / win.sigma
-        level = float(np.median(np.abs(z[win.search])))
-        if best is None or level < best[0]:
-            best = (level, z)
-    assert best is not None
-    level, z = best
-    return z / max(1.0, level / 0.6745)  # a noisier part: as in judge()
+    for aligned in _window_registrations(win.image, win.fit, _around(stack, win.box)):
+        fitted: tuple[float, np.ndarray] | None = None
+        for design in win.designs:  # one per motion blur length
+            z = _fit_residual(aligned, design) / win.sigma
+            level = float(np.median(np.abs(z[win.search])))
+            if fitted is None or level < fitted[0]:
+                fitted = (level, z)
+        assert fitted is not None
+        level, z = fitted
+        z = z / max(1.0, level / 0.6745)  # a noisier part: as in judge()
+        excess = float(np.sum(np.maximum(np.abs(z[win.search]) - z_low, 0.0)))
+        if best is None or excess < best[0]:
+            best = (excess, z)
+    return None if best is None else best[1]
 
 
 @dataclass(frozen=True)
@@ -492,7 +498,7 @@ def judge(
     z[~on] = 0
     unregistered = 0
     for win in windows:  # the components, each on its own: a scratch running onto one goes on there
-        zw = _window_z(stack, win)
+        zw = _window_z(stack, win, z_low)
         if zw is None:
             unregistered += 1
             continue

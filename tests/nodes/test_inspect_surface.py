@@ -200,9 +200,10 @@ CONNECTOR = Path(__file__).resolve().parents[1] / "fixtures" / "connector_window
 
 def test_a_long_narrow_feature_is_not_turned_off_its_place_and_leaves_no_line():
     # The board's connector, a long bright bar at its edge, in its window of the shipped
-    # reference; the stacks of two good boards on which it showed as an 8-10 mm line along the
-    # connector's edge, a false reject (simulated line, nominal, seed 7000, parts 92 and 193).
-    # Searching for the turn from no shift settled about 4 degrees off; the shift alone fits.
+    # reference, and the stacks of three good boards on which it showed as an 8-10 mm line along
+    # the connector's edge, a false reject (simulated line, nominal, seed 7000: parts 92 and 193
+    # of a 400-part run, 541 of a 1000-part run). Its turn is barely determined: registered by
+    # turn and shift together, or by the one that fits its patch best, the edge is left as a line.
     saved = np.load(CONNECTOR)
     own, fit, sigma, search = saved["own"], saved["fit"], saved["sigma"], saved["search"]
     h, w = own.shape
@@ -210,8 +211,8 @@ def test_a_long_narrow_feature_is_not_turned_off_its_place_and_leaves_no_line():
     designs = tuple(_design(cv2.blur(own, (n, 1)) if n > 1 else own) for n in _BLUR_LENGTHS)
     window = Window((b, b, b + w, b + h), own, fit, sigma, search, designs)
     for around in saved["around"]:
-        z = _window_z(around, window)
-        assert z is not None and np.abs(z[search]).max() < 3.0  # z_low: not even the start of a line
+        z = _window_z(around, window, z_low=3.0)
+        assert z is not None and np.abs(z[search]).max() < 4.5  # z_seed: nothing there can start a line
 
 
 @pytest.fixture(scope="module")
