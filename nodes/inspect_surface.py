@@ -18,10 +18,11 @@ golden sample does:
    scales the units down (a noisier camera raises no alarms).
 3. **Components on their own.** What the part-wide comparison has to leave out because it moves
    from part to part (a chip placed with its own offset and turn, its pins, its body's shade) is
-   compared in a window of its own: registered onto the component's own reference (its shift,
-   then a turn where that fits better: a long, plain feature is not turned off its place), its
-   shade, its pins' brightness and the light's slope fitted, and the rest in units of how much
-   that varied over the taught parts. A scratch across a chip's pins shows there.
+   compared in a window of its own: registered onto the component's own reference (by its shift,
+   and by a turn and shift; of the two, the one that leaves less anomaly counts, so a long, plain
+   feature whose turn is barely determined is not turned off its place), its shade, its pins'
+   brightness and the light's slope fitted, and the rest in units of how much that varied over
+   the taught parts. A scratch across a chip's pins shows there.
 4. **Judge.** Pixels beyond ``z_seed`` grow into everything connected beyond ``z_low``; a region
    at least ``min_length_mm`` long (dust fibres are shorter) is a scratch, and so is one from
    ``short_line_mm`` that is strong (``short_line_strength``; fibres are faint): a scratch running
