@@ -324,6 +324,7 @@ def _window_registrations(own: np.ndarray, fit: np.ndarray, around: np.ndarray) 
     b = _WINDOW_BORDER_PX
     h, w = own.shape
     inner = np.ascontiguousarray(around[b : b + h, b : b + w])
+    cx, cy = (w - 1) / 2, (h - 1) / 2  # the window's centre: how far it moved is the placement's offset
     out = []
     warp = np.eye(2, 3, dtype=np.float32)
     for motion in (cv2.MOTION_TRANSLATION, cv2.MOTION_EUCLIDEAN):
@@ -332,8 +333,7 @@ def _window_registrations(own: np.ndarray, fit: np.ndarray, around: np.ndarray) 
         except cv2.error:
             continue
         turn = math.degrees(math.atan2(float(warp[1, 0]), float(warp[0, 0])))
-        # how far the window's centre moved (the warp turns about its corner)
-        cx, cy = (w - 1) / 2, (h - 1) / 2
+        # the warp turns about the window's corner, so its shift is read at the centre
         dx = float(warp[0, 0] * cx + warp[0, 1] * cy + warp[0, 2]) - cx
         dy = float(warp[1, 0] * cx + warp[1, 1] * cy + warp[1, 2]) - cy
         if math.hypot(dx, dy) > _WINDOW_MAX_SHIFT_PX or abs(turn) > _WINDOW_MAX_TURN_DEG:
@@ -375,6 +375,12 @@ def _design(own: np.ndarray) -> np.ndarray:
     return np.stack([own, np.ones_like(own), xs / w - 0.5, ys / h - 0.5, dark, bright], axis=-1).reshape(-1, 6)
 
 
+def _designs(own: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:func:`_design` of the component's reference blurred along the travel by each of
+    ``_BLUR_LENGTHS`` (what a window is judged with)."""
+    return tuple(_design(cv2.blur(own, (length, 1)) if length > 1 else own) for length in _BLUR_LENGTHS)
+
+
 def _fit_residual(aligned: np.ndarray, design: np.ndarray) -> np.ndarray:
     """``aligned`` minus its best fit by ``design`` (see :func:`_design`). Two rounds of least
     squares, the second without the pixels the first fitted worst (a scratch)."""
@@ -413,8 +419,7 @@ def component_windows(ref: Reference, edge_px: float, mask: np.ndarray) -> tuple
         search[:band], search[-band:], search[:, :band], search[:, -band:] = False, False, False, False
         if not search.any():
             continue
-        designs = tuple(_design(cv2.blur(comp.image, (length, 1)) if length > 1 else comp.image) for length in _BLUR_LENGTHS)
-        out.append(Window(comp.box, comp.image, patch, sigma, search, designs))
+        out.append(Window(comp.box, comp.image, patch, sigma, search, _designs(comp.image)))
     return tuple(out)
 
 

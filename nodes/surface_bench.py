@@ -2,8 +2,8 @@
 
 Parts are rendered on the simulated line (scenario ``nominal``, at the reference's scale) and each
 part's crops are registered and stacked as the node does. Then every stack is judged, one core,
-three ways: the part-wide comparison alone (the baseline: what a reference without components
-costs), and with the component windows. The figures are medians over rounds that alternate the
+two ways: the part-wide comparison alone (the baseline: what a reference without components
+costs), and with the component windows added. The figures are medians over rounds that alternate the
 two, so the ratio holds on a noisy machine. Budget: a part passes the camera about once a second
 at the demo's belt speed, and the node judges it once; with its components a part should take
 well under a tenth of that (target: < 100 ms on one core).

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from lineguard.nodes.inspect_surface import (
-    _BLUR_LENGTHS,
     ReferenceError,
     Window,
-    _design,
+    _designs,
     _window_z,
     ScratchRule,
     component_windows,
@@ -208,8 +207,7 @@ def test_a_long_narrow_feature_is_not_turned_off_its_place_and_leaves_no_line():
     own, fit, sigma, search = saved["own"], saved["fit"], saved["sigma"], saved["search"]
     h, w = own.shape
     b = (saved["around"].shape[1] - h) // 2
-    designs = tuple(_design(cv2.blur(own, (n, 1)) if n > 1 else own) for n in _BLUR_LENGTHS)
-    window = Window((b, b, b + w, b + h), own, fit, sigma, search, designs)
+    window = Window((b, b, b + w, b + h), own, fit, sigma, search, _designs(own))
     for around in saved["around"]:
         z = _window_z(around, window, z_low=3.0)
         assert z is not None and np.abs(z[search]).max() < 4.5  # z_seed: nothing there can start a line
