@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from lineguard.nodes.inspect_surface import load_references, save_references
+from lineguard.nodes.surface_bench import DEFAULT_REFERENCE, bench_surface
 from lineguard.runtime.cli import main
 
 
@@ -23,3 +25,11 @@ def test_the_bench_names_a_reference_it_cannot_read(tmp_path, capsys):
     missing = tmp_path / "nowhere.npz"
     assert main(["bench", "surface", str(missing), "--parts", "2"]) == 1
     assert str(missing) in capsys.readouterr().err
+
+
+def test_a_reference_for_a_part_type_the_simulated_line_never_carries_is_refused_by_name(tmp_path):
+    refs, meta = load_references(DEFAULT_REFERENCE)
+    foreign = tmp_path / "gasket.npz"
+    save_references(foreign, {"gasket": refs["pcb"]}, meta["mm_per_px"])
+    with pytest.raises(ValueError, match=r"no whole part of gasket was seen in 3 simulated parts: try more --parts"):
+        bench_surface(foreign, parts=3, rounds=1)
