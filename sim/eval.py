@@ -141,7 +141,9 @@ class EvalResult:
             with_kind = [o for o in self.parts if kind in o.part.defect_kinds]
             rejected = sum(o.rejected for o in with_kind)
             right_reason = sum(o.rejected and kind in o.reasons for o in with_kind)
-            out[kind] = {"parts": len(with_kind), "rejected": rejected, "recall": round(rejected / len(with_kind), 4), "right_reason": right_reason}
+            # rejected for something the part does not have as well (a reason that is noise)
+            other = sum(o.rejected and bool(set(o.reasons) - set(o.part.defect_kinds)) for o in with_kind)
+            out[kind] = {"parts": len(with_kind), "rejected": rejected, "recall": round(rejected / len(with_kind), 4), "right_reason": right_reason, "other_reasons": other}
         return out
 
     def by_type(self) -> dict[str, dict[str, Any]]:

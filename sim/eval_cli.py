@@ -97,10 +97,10 @@ def print_summary(s: dict[str, Any]) -> None:
     t.add_row("single frame", f"{sf['precision']:.4f}", f"{sf['recall']:.4f}", f"{sf['f1']:.4f}", str(sf["fn"]), str(sf["fp"]))
     console.print(t)
     kinds = Table(title="per defect kind")
-    for col in ("kind", "parts", "rejected", "recall", "right reason"):
+    for col in ("kind", "parts", "rejected", "recall", "right reason", "also another reason"):
         kinds.add_column(col, justify="left" if col == "kind" else "right")
     for kind, k in s["by_defect_kind"].items():
-        kinds.add_row(kind, str(k["parts"]), str(k["rejected"]), f"{k['recall']:.4f}", str(k["right_reason"]))
+        kinds.add_row(kind, str(k["parts"]), str(k["rejected"]), f"{k['recall']:.4f}", str(k["right_reason"]), str(k["other_reasons"]))
     console.print(kinds)
     types = Table(title="per part type")
     for col in ("type", "parts", "precision", "recall", "escapes", "false rejects"):
