@@ -32,6 +32,10 @@ golden sample does:
 
 From then on every finding of that part carries ``scratch`` (so ``vote.part`` counts it), with a
 note such as ``"surface: 14 mm line at (-20, 8) mm"``. Findings pass through unchanged otherwise.
+A chip that is missing or off its place differs from the reference too. When ``inspect.rules``
+has flagged one of the part's components and the line lies mostly within components' windows,
+the note ends ``", on a component the rules flag"`` and no scratch is added: the part is rejected
+for what the rules named, not also for a scratch.
 
 **Teaching** (``teach: true``): run the line over good parts (a few defective ones do no harm: the
 reference is a median). The node keeps the crops of up to ``teach_parts`` parts per type and, at
@@ -54,6 +58,7 @@ import cv2
 import numpy as np
 
 from lineguard.nodes.detection import candidate_paths
+from lineguard.nodes.inspect_rules import MISALIGNED, MISSING
 from lineguard.nodes.parts_model import FrameFindings, PartFindings
 from lineguard.runtime.envelope import Envelope
 from lineguard.runtime.node import InPort, Node, OutPort
@@ -473,6 +478,7 @@ class SurfaceResult:
     strength: float = 0.0  # the reported anomaly's z summed over its pixels (sigma x mm²)
     scratch: bool = False  # the reported anomaly is a scratch by the rule judge() was given
     unregistered: int = 0  # component windows that did not register: on this part they were not looked at
+    on_component: bool = False  # the reported anomaly lies mostly within components' windows
 
 
 def judge(
@@ -515,6 +521,7 @@ def judge(
     n, labels, stats, _ = cv2.connectedComponentsWithStats(low, connectivity=8)
     seeds = np.unique(labels[strength > z_seed])
     found = SurfaceResult(0.0, (0.0, 0.0), round(float(strength.max(initial=0.0)), 2), blur, round(scale, 3), 0, unregistered=unregistered)
+    where: tuple[np.ndarray, np.ndarray] | None = None  # the reported anomaly's pixels
     for j in seeds:
         if j == 0 or stats[j, cv2.CC_STAT_AREA] < 4:
             continue
@@ -525,7 +532,19 @@ def judge(
         scratch = rule is not None and rule.is_scratch(length, total)
         if (scratch, length) > (found.scratch, found.length_mm):
             found = replace(found, length_mm=round(length, 1), centre_px=(round(cx, 1), round(cy, 1)), strength=round(total, 1), scratch=scratch)
+            where = (xs, ys)
+    if where is not None and windows:
+        found = replace(found, on_component=_mostly_within(where, [w.box for w in windows]))
     return found, z
+
+
+def _mostly_within(pixels: tuple[np.ndarray, np.ndarray], boxes: list[tuple[int, int, int, int]]) -> bool:
+    """Whether at least half of ``pixels`` (xs, ys) lie within the ``boxes`` (x0, y0, x1, y1)."""
+    xs, ys = pixels
+    inside = np.zeros(len(xs), bool)
+    for x0, y0, x1, y1 in boxes:
+        inside |= (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+    return bool(inside.mean() >= 0.5)
 
 
 def _holes(ref: np.ndarray) -> np.ndarray:
@@ -615,6 +634,8 @@ class _Stack:
     last_x: float = -math.inf  # image column of the last stacked crop
     result: SurfaceResult | None = None
     note: str = ""  # set when the result is a scratch
+    component_flagged: bool = False  # inspect.rules found one of its components missing or misaligned
+    counted_as_component: bool = False
 
 
 class SurfaceInspector(Node):
@@ -819,8 +840,24 @@ class SurfaceInspector(Node):
 
     def _with_result(self, f: PartFindings) -> PartFindings:
         stack = self.stacks.get(f.track.track_id)
-        if stack is None or stack.result is None or not stack.note:
+        if stack is None and not self.params["teach"] and (f.defects.get(MISSING) or f.defects.get(MISALIGNED)):
+            stack = self._stack(f.track.track_id, f.track.part_type)  # remembered until its surface is judged
+        if stack is None:
             return f
+        if f.defects.get(MISSING) or f.defects.get(MISALIGNED):
+            stack.component_flagged = True
+        if stack.result is None or not stack.note:
+            return f
+        if stack.component_flagged and stack.result.on_component:
+            # a chip missing or off its place differs from the reference too: the rules have named
+            # it, and a scratch added here would only be a second name for the same thing
+            note = f"{stack.note}, on a component the rules flag"
+            if note in f.notes:
+                return f
+            if not stack.counted_as_component:
+                stack.counted_as_component = True
+                self.ctx.count("surface_on_flagged_component")
+            return replace(f, notes=(*f.notes, note))
         conf = min(1.0, 0.5 + stack.result.length_mm / (4 * self.params["min_length_mm"]))
         defects = dict(f.defects)
         defects[SCRATCH] = max(defects.get(SCRATCH, 0.0), conf)

@@ -424,6 +424,28 @@ def test_scratches_the_detector_cannot_see_are_rejected_from_the_stacked_frames(
     assert len(notes) == len(found)  # each says where: "surface: 23 mm line at (-12, 8) mm"
 
 
+def test_a_missing_or_misaligned_component_is_not_also_called_a_scratch(tmp_path, capsys):
+    # Where a chip is missing or off its place the surface differs from the reference too. The
+    # rules name what is wrong; the surface check notes what it saw there but does not add a
+    # scratch to the part's reasons.
+    recipe = line_recipe(tmp_path, f"{{reference: {SHIPPED}}}")
+    text = Path(recipe).read_text()
+    text = text.replace("defects.mix: {scratch: 1, missing_component: 0, misaligned: 0}", "defects.mix: {scratch: 0, missing_component: 1, misaligned: 1}")
+    text = text.replace("class_miss_rates: {scratch: 1.0}", "class_miss_rates: {scratch: 1.0, missing_component: 1.0, misaligned: 1.0}")
+    Path(recipe).write_text(text)
+    result = sim_eval(capsys, recipe, "--parts", "24", "--seed", "1304")
+    defective = [p for p in result["parts"] if p["defective"]]
+    assert len(defective) >= 8
+    for part in defective:
+        assert (part["rejected"], part["reasons"]) == (True, part["defect_kinds"]), part
+    notes = [n for p in defective for v in p["verdicts"] for n in v["notes"] if n.startswith("surface: ")]
+    print(f"{len(defective)} parts with a missing or misaligned component; the surface check saw {len(notes)} of them")
+    assert notes, "the surface check does see something there"
+    assert all(n.endswith("on a component the rules flag") for n in notes), notes
+    assert not any(p["rejected"] for p in result["parts"] if not p["defective"])
+    assert {k: v["other_reasons"] for k, v in result["summary"]["by_defect_kind"].items()} == {"missing_component": 0, "misaligned": 0}
+
+
 def test_teaching_writes_a_reference_for_each_part_type(tmp_path, capsys):
     reference = tmp_path / "taught.npz"
     recipe = line_recipe(tmp_path, f"{{reference: {reference}, teach: true, teach_parts: 5}}")
