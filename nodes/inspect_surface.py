@@ -839,25 +839,23 @@ class SurfaceInspector(Node):
             self.ctx.count("surface_scratch")
 
     def _with_result(self, f: PartFindings) -> PartFindings:
+        flagged = bool(f.defects.get(MISSING) or f.defects.get(MISALIGNED))
         stack = self.stacks.get(f.track.track_id)
-        if stack is None and not self.params["teach"] and (f.defects.get(MISSING) or f.defects.get(MISALIGNED)):
+        if stack is None and flagged and not self.params["teach"]:
             stack = self._stack(f.track.track_id, f.track.part_type)  # remembered until its surface is judged
         if stack is None:
             return f
-        if f.defects.get(MISSING) or f.defects.get(MISALIGNED):
-            stack.component_flagged = True
+        stack.component_flagged |= flagged
         if stack.result is None or not stack.note:
             return f
         if stack.component_flagged and stack.result.on_component:
             # a chip missing or off its place differs from the reference too: the rules have named
             # it, and a scratch added here would only be a second name for the same thing
-            note = f"{stack.note}, on a component the rules flag"
-            if note in f.notes:
-                return f
             if not stack.counted_as_component:
                 stack.counted_as_component = True
                 self.ctx.count("surface_on_flagged_component")
-            return replace(f, notes=(*f.notes, note))
+            note = f"{stack.note}, on a component the rules flag"
+            return f if note in f.notes else replace(f, notes=(*f.notes, note))
         conf = min(1.0, 0.5 + stack.result.length_mm / (4 * self.params["min_length_mm"]))
         defects = dict(f.defects)
         defects[SCRATCH] = max(defects.get(SCRATCH, 0.0), conf)
