@@ -44,6 +44,8 @@ class PlcConfig:
     handshake_mode: bool
     reject_distance_counts: int
     encoder_counts_per_mm: float
+    # handshake: the PLC rejects a part that reaches the gate without an accepted verdict
+    positive_release: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,12 @@ class PlcOutput(Node):
             raise ValueError(
                 f"PLC at {self.address()} has the gate {config.reject_distance_counts} counts downstream at {config.encoder_counts_per_mm:g} counts/mm; "
                 f"the recipe's line says {line['reject_distance_mm']:g} mm × {line['encoder_counts_per_mm']:g} counts/mm = {ours} counts"
+            )
+        if want_handshake and not config.positive_release:
+            log.warning(
+                "PLC at %s releases a part that reaches the gate without a verdict: a verdict that comes too late, "
+                "or none, lets its part through uninspected. Switch on positive release in the PLC.",
+                self.address(), extra={"node": self.ctx.node_id},
             )
         self._outbox: deque[tuple[Envelope, AuditRecord]] = deque()
         self._outbox_changed = asyncio.Event()
@@ -361,6 +369,9 @@ class PlcOutput(Node):
         if record.outcome in ("late", "refused", "missed"):
             self.ctx.count(record.outcome)
         if record.alarms or record.outcome in ("late", "refused", "missed"):
-            log.error("part %d (%s): %s; PLC at %s", record.part_id, record.verdict, ", ".join(record.alarms + [record.outcome]), self.address(), extra={"node": self.ctx.node_id, "audit": record.to_json()})
+            what = list(dict.fromkeys(record.alarms + [record.outcome]))
+            if record.outcome in ("late", "refused"):
+                what.append("the PLC rejects the part for want of a verdict" if self.config.positive_release else "the part goes through uninspected")
+            log.error("part %d (%s): %s; PLC at %s", record.part_id, record.verdict, ", ".join(what), self.address(), extra={"node": self.ctx.node_id, "audit": record.to_json()})
         if self.ctx.is_wired("audit"):
             await self.ctx.emit("audit", envelope.derive(record))

@@ -52,9 +52,9 @@ class ModbusLink(PlcLink):
     @_link_errors
     async def read_config(self) -> PlcConfig:
         ir = _ok(await self.client.read_input_registers(0, count=16, device_id=self.unit)).registers
-        di = _ok(await self.client.read_discrete_inputs(0, count=3, device_id=self.unit)).bits
+        di = _ok(await self.client.read_discrete_inputs(0, count=4, device_id=self.unit)).bits
         counts_per_m = int(self.client.convert_from_registers(ir[10:12], DT.UINT32))
-        return PlcConfig(handshake_mode=bool(di[2]), reject_distance_counts=self._i32(ir[8:10]), encoder_counts_per_mm=counts_per_m / 1000)
+        return PlcConfig(handshake_mode=bool(di[2]), reject_distance_counts=self._i32(ir[8:10]), encoder_counts_per_mm=counts_per_m / 1000, positive_release=bool(di[3]))
 
     @_link_errors
     async def read_encoder(self) -> int:

@@ -7,7 +7,7 @@ from asyncua import Client, ua
 from lineguard.nodes._plc_output import COMMON_PARAMS, PlcAck, PlcConfig, PlcLink, PlcOutput
 
 INT32 = ua.VariantType.Int32
-NAMES = ("Heartbeat", "Gate", "PartId", "EncoderAtCapture", "PositionAtCaptureCounts", "Verdict", "Strobe", "Encoder", "Ack", "AckPartId", "AckStatus", "AckArrivalCount", "Mode", "RejectDistanceCounts", "EncoderCountsPerMm")
+NAMES = ("Heartbeat", "Gate", "PartId", "EncoderAtCapture", "PositionAtCaptureCounts", "Verdict", "Strobe", "Encoder", "Ack", "AckPartId", "AckStatus", "AckArrivalCount", "Mode", "PositiveRelease", "RejectDistanceCounts", "EncoderCountsPerMm")
 
 
 class OpcUaLink(PlcLink):
@@ -26,7 +26,11 @@ class OpcUaLink(PlcLink):
 
     async def read_config(self) -> PlcConfig:
         mode, counts, cpm = await self.client.read_values([self.node["Mode"], self.node["RejectDistanceCounts"], self.node["EncoderCountsPerMm"]])
-        return PlcConfig(handshake_mode=mode == "handshake", reject_distance_counts=int(counts), encoder_counts_per_mm=float(cpm))
+        try:
+            positive_release = bool(await self.node["PositiveRelease"].read_value())
+        except ua.UaStatusCodeError:  # a PLC without the node: it does not say, so assume it does not
+            positive_release = False
+        return PlcConfig(handshake_mode=mode == "handshake", reject_distance_counts=int(counts), encoder_counts_per_mm=float(cpm), positive_release=positive_release)
 
     async def read_encoder(self) -> int:
         return int(await self.node["Encoder"].read_value())

@@ -118,7 +118,7 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     if s["plc"]:
         p = s["plc"]
-        console.print(f"virtual PLC: {p.get('rejected')} rejected, {p.get('escapes')} escapes, {p.get('false_rejects')} false rejects, timing error max {p.get('timing_error_max_abs_mm')} mm, late commands {p.get('late_commands')}, fail-safe rejects {p.get('fail_safe_rejects')}, its own timers late by up to {p.get('timer_lag_max_ms')} ms")
+        console.print(f"virtual PLC: {p.get('rejected')} rejected, {p.get('escapes')} escapes, {p.get('false_rejects')} false rejects, timing error max {p.get('timing_error_max_abs_mm')} mm, late commands {p.get('late_commands')}, fail-safe rejects {p.get('fail_safe_rejects')}, rejected for want of a verdict {p.get('no_verdict_rejects')}, its own timers late by up to {p.get('timer_lag_max_ms')} ms")
 
 
 def write_report(result, out: Path) -> list[Path]:

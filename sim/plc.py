@@ -17,6 +17,9 @@ inside the window at some moment while the gate is active is rejected. What trig
 - ``handshake`` mode: the vision side sends a verdict with the encoder count at capture
   (:meth:`VirtualPlc.strobe`); the PLC acks it, keeps it in its shift register and fires the gate
   when the encoder reaches the part's arrival count (:func:`arrival_count`).
+- ``handshake`` mode, positive release (``no_verdict="reject"``, the default): a part whose centre
+  reaches the gate without an accepted verdict for it is rejected. A verdict that came too late, a
+  refused one, or none at all (the part was never tracked) can never let a part through unseen.
 - Either mode: the heartbeat watchdog. No heartbeat change for ``heartbeat_timeout_ms`` ⇒
   fail-safe: every part whose centre reaches the gate is rejected until the heartbeat changes again.
 
@@ -66,6 +69,8 @@ from lineguard.sim.truth import DEFECT_KINDS, NS_PER_S, BeltGeometry, DefectTrut
 
 Mode = Literal["pulse", "handshake"]
 MODES: tuple[str, ...] = ("pulse", "handshake")
+NoVerdict = Literal["reject", "pass"]
+NO_VERDICT: tuple[str, ...] = ("reject", "pass")
 NS_PER_MS = 1_000_000
 
 
@@ -81,7 +86,7 @@ class AckStatus(enum.IntEnum):
 
     NONE = 0  # nothing acked yet
     ACCEPTED = 1  # in the shift register; the gate fires (reject) or not (pass) at the arrival count
-    LATE = 2  # the arrival count had already passed: nothing fires, the part goes as it goes
+    LATE = 2  # the arrival count had already passed: the part is rejected (positive release) or goes as it goes
     INVALID_VERDICT = 3  # verdict was neither 1 nor 2: taken as REJECT (fail safe), in the shift register
     SHIFT_REGISTER_FULL = 4  # refused: the shift register holds shift_register_size entries
 
@@ -177,7 +182,7 @@ class PartScore:
     defect_kinds: tuple[str, ...]
     rejected: bool
     outcome: Outcome
-    reject_source: str | None  # "command" (pulse or shift register), "fail_safe", or None
+    reject_source: str | None  # "command" (pulse or shift register), "fail_safe", "no_verdict", or None
     timing_error_mm: float | None  # centre − gate when the gate fired for it; None if never targeted
     commands: int  # reject firings and handshake commands that targeted this part
     late_commands: int  # of which came after the part had passed the gate
@@ -190,7 +195,7 @@ class CommandRecord:
     """One command the PLC received (pulse or handshake), or one fail-safe firing."""
 
     t_ns: int
-    kind: str  # "pulse", "handshake", "fail_safe"
+    kind: str  # "pulse", "handshake", "fail_safe", "no_verdict"
     status: str  # "fired", "late", "accepted", "invalid_verdict", "shift_register_full"
     part_id: int | None  # the vision side's id (handshake), else None
     verdict: int | None
@@ -212,6 +217,7 @@ class PlcSummary:
     false_rejects: int
     fail_safe_rejects: int
     fail_safe_episodes: int
+    no_verdict_rejects: int  # handshake, positive release: reached the gate without an accepted verdict
     late_commands: int
     misfires: int  # firings that rejected no part
     refused_commands: int  # shift register full
@@ -269,6 +275,7 @@ class PlcReport:
             ("false rejects", s.false_rejects),
             ("fail-safe rejects", s.fail_safe_rejects),
             ("fail-safe episodes", s.fail_safe_episodes),
+            ("rejected for want of a verdict", s.no_verdict_rejects),
             ("late commands", s.late_commands),
             ("misfires", s.misfires),
             ("refused commands", s.refused_commands),
@@ -292,7 +299,7 @@ class PlcReport:
             ("outcome", "left"),
             ("error mm", "right"),
             ("late", "right"),
-            ("fail-safe", "left"),
+            ("rejected by", "left"),
         ):
             table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         styles = {"escape": "bold red", "false_reject": "yellow"}
@@ -305,13 +312,16 @@ class PlcReport:
                 p.outcome,
                 _fmt_mm(p.timing_error_mm),
                 str(p.late_commands),
-                "yes" if p.fail_safe else "",
+                _REJECT_SOURCE.get(p.reject_source or "", ""),
                 style=styles.get(p.outcome),
             )
         return table
 
     def __rich__(self) -> Group:
         return Group(self.parts_table(), self.summary_table())
+
+
+_REJECT_SOURCE = {"command": "verdict", "fail_safe": "fail-safe", "no_verdict": "no verdict"}
 
 
 def _fmt_mm(value: float | None) -> str:
@@ -332,6 +342,7 @@ class _PartState:
     error_mm: float | None = None  # of the firing that rejected it, else of the first command that targeted it
     commands: int = 0
     late_commands: int = 0
+    verdicts: int = 0  # handshake: accepted commands due while its centre is in the gate window
     scored: bool = False
 
 
@@ -376,9 +387,12 @@ class VirtualPlc:
         heartbeat_timeout_ms: float = 500.0,
         gate_pulse_ms: float = 50.0,
         shift_register_size: int = 64,
+        no_verdict: NoVerdict = "reject",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        if no_verdict not in NO_VERDICT:
+            raise ValueError(f"no_verdict: expected one of {NO_VERDICT}, got {no_verdict!r}")
         if not heartbeat_timeout_ms >= 0:
             raise ValueError(f"heartbeat_timeout_ms: expected >= 0 (0 = watchdog off), got {heartbeat_timeout_ms}")
         if not gate_pulse_ms > 0:
@@ -391,6 +405,8 @@ class VirtualPlc:
         self.heartbeat_timeout_ms = float(heartbeat_timeout_ms)
         self.gate_pulse_ms = float(gate_pulse_ms)
         self.shift_register_size = shift_register_size
+        # positive release: handshake mode only (pulse mode has no verdicts to wait for)
+        self.no_verdict: str = no_verdict if mode == "handshake" else "pass"
 
         self._parts: list[_PartState] = []
         self._part_ids: set[int] = set()
@@ -574,6 +590,8 @@ class VirtualPlc:
             if status is AckStatus.LATE:
                 state.late_commands += 1
         if status in (AckStatus.ACCEPTED, AckStatus.INVALID_VERDICT):
+            if target is not None and error is not None and abs(error) <= geometry.gate_window_mm / 2:
+                self._parts[target].verdicts += 1
             entry = _ShiftEntry(command.strobe, command.part_id, verdict, arrival, t_arrive, target_index=target)
             assert self._loop is not None
             entry.handle = self._loop.call_later(max(0.0, (t_arrive - now) / NS_PER_S), self._shift_out, entry)
@@ -606,6 +624,7 @@ class VirtualPlc:
             false_rejects=outcomes.count("false_reject"),
             fail_safe_rejects=sum(p.fail_safe for p in scores),
             fail_safe_episodes=self._fail_safe_episodes,
+            no_verdict_rejects=sum(p.reject_source == "no_verdict" for p in scores),
             late_commands=sum(c.status == "late" for c in self._commands),
             misfires=self._misfires,
             refused_commands=self._refused,
@@ -768,11 +787,18 @@ class VirtualPlc:
             state = self._parts[event.index]
             self._note_lag(event.t_ns)
             if event.kind == _ARRIVE:
+                # at the part's arrival, as a PLC would, however late this timer ran
                 if self._fail_safe and state.rejected_by is None:
-                    # at the part's arrival, as a PLC would, however late this timer ran
                     self._fire(event.t_ns, "fail_safe")
                     self._commands.append(
                         CommandRecord(event.t_ns, "fail_safe", "fired", None, None, state.part.part_id, 0.0)
+                    )
+                elif self.no_verdict == "reject" and state.verdicts == 0 and state.rejected_by is None:
+                    # positive release: the part-present sensor at the gate sees a part that no
+                    # shift-register entry is waiting for
+                    self._fire(event.t_ns, "no_verdict")
+                    self._commands.append(
+                        CommandRecord(event.t_ns, "no_verdict", "fired", None, None, state.part.part_id, 0.0)
                     )
             elif not state.scored:
                 state.scored = True

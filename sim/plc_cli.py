@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from lineguard.runtime.clock import Clock
-from lineguard.sim.plc import MODES, PlcPortInUseError, PlcReport, VirtualPlc, iter_periodic_parts
+from lineguard.sim.plc import MODES, NO_VERDICT, PlcPortInUseError, PlcReport, VirtualPlc, iter_periodic_parts
 from lineguard.sim.truth import BeltGeometry, PartTruth
 
 EXIT_OK = 0
@@ -55,6 +55,7 @@ def register(sim_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--opcua-port", type=int, metavar="Q", help="serve OPC UA on opc.tcp://127.0.0.1:Q/")
     p.add_argument("--mode", choices=MODES, default="handshake", help="reject mode (default: handshake)")
     p.add_argument("--heartbeat-timeout-ms", type=float, default=500.0, metavar="MS", help="watchdog: no heartbeat change for this long => reject every part (0 = off; default 500)")
+    p.add_argument("--no-verdict", choices=NO_VERDICT, default="reject", help="handshake: a part reaching the gate without an accepted verdict is rejected (positive release, the default) or let pass")
     p.add_argument("--gate-pulse-ms", type=float, default=50.0, metavar="MS", help="how long one firing keeps the gate active (default 50)")
     p.add_argument("--belt-speed-mm-s", type=float, default=400.0, metavar="V", help="default 400")
     p.add_argument("--reject-distance-mm", type=float, default=800.0, metavar="MM", help="camera axis to reject gate (default 800)")
@@ -134,7 +135,7 @@ async def _serve(args: argparse.Namespace, geometry: BeltGeometry, stream: Itera
     clock = Clock()
     plc = VirtualPlc(
         geometry, [], clock,
-        mode=args.mode, heartbeat_timeout_ms=args.heartbeat_timeout_ms, gate_pulse_ms=args.gate_pulse_ms,
+        mode=args.mode, heartbeat_timeout_ms=args.heartbeat_timeout_ms, gate_pulse_ms=args.gate_pulse_ms, no_verdict=args.no_verdict,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -46,6 +46,7 @@ MODBUS_MAP: tuple[ModbusPoint, ...] = (
     ModbusPoint("gate_active", "discrete_input", 0, "bool", "plc", "the gate is firing"),
     ModbusPoint("fail_safe", "discrete_input", 1, "bool", "plc", "heartbeat lost: every part reaching the gate is rejected"),
     ModbusPoint("handshake_mode", "discrete_input", 2, "bool", "plc", "1 = handshake mode, 0 = pulse mode"),
+    ModbusPoint("positive_release", "discrete_input", 3, "bool", "plc", "handshake: a part reaching the gate without an accepted verdict is rejected"),
     ModbusPoint("heartbeat", "holding_register", 0, "u16", "vision", "any change = vision alive"),
     ModbusPoint("part_id", "holding_register", 1, "u32", "vision", "handshake: the vision side's part id"),
     ModbusPoint("encoder_at_capture", "holding_register", 3, "i32", "vision", "handshake: encoder count when the part was captured"),
@@ -57,7 +58,7 @@ MODBUS_MAP: tuple[ModbusPoint, ...] = (
     ModbusPoint("ack_part_id", "input_register", 3, "u32", "plc", "part id of the acked command"),
     ModbusPoint("ack_status", "input_register", 5, "u16", "plc", "0 none, 1 accepted, 2 late, 3 invalid verdict (taken as reject), 4 shift register full (refused)"),
     ModbusPoint("shift_register_depth", "input_register", 6, "u16", "plc", "commands waiting for their arrival count"),
-    ModbusPoint("status", "input_register", 7, "u16", "plc", "bit 0 gate_active, bit 1 fail_safe, bit 2 handshake_mode"),
+    ModbusPoint("status", "input_register", 7, "u16", "plc", "bit 0 gate_active, bit 1 fail_safe, bit 2 handshake_mode, bit 3 positive_release"),
     ModbusPoint("reject_distance_counts", "input_register", 8, "i32", "plc", "camera axis to gate, encoder counts"),
     ModbusPoint("encoder_counts_per_metre", "input_register", 10, "u32", "plc", "encoder scale"),
     ModbusPoint("heartbeat_timeout_ms", "input_register", 12, "u16", "plc", "watchdog time (0 = off)"),
@@ -75,6 +76,17 @@ def _i32_registers(value: int) -> list[int]:
 
 def _u32_registers(value: int) -> list[int]:
     return list(struct.unpack(">HH", struct.pack(">I", max(0, min(2**32 - 1, value)))))
+
+
+def _status_word(plc: VirtualPlc) -> int:
+    """The status bits, as the discrete inputs 0–3 and input register ``status`` show them."""
+    status = plc.status()
+    return (
+        int(status.gate_active)
+        | int(status.fail_safe) << 1
+        | int(plc.mode == "handshake") << 2
+        | int(plc.no_verdict == "reject") << 3
+    )
 
 
 def _i32(registers: list[int], address: int) -> int:
@@ -156,8 +168,7 @@ class ModbusPlcServer:
                     plc.fire_gate()
             registers[0] = (registers[0] & ~1) | int(plc.gate_active)
         elif function_code == 2:
-            status = plc.status()
-            registers[0] = int(status.gate_active) | int(status.fail_safe) << 1 | int(plc.mode == "handshake") << 2
+            registers[0] = _status_word(plc)
         elif function_code == 4:
             registers[:_INPUT_SIZE] = self._input_registers()
         elif function_code in (6, 16) and values is not None:
@@ -203,7 +214,7 @@ class ModbusPlcServer:
             put("ack_status", [int(ack.status)])
             put("ack_arrival_count", _i32_registers(ack.arrival_count))
         put("shift_register_depth", [status.shift_register_depth])
-        put("status", [int(status.gate_active) | int(status.fail_safe) << 1 | int(plc.mode == "handshake") << 2])
+        put("status", [_status_word(plc)])
         put("reject_distance_counts", _i32_registers(reject_distance_counts(plc.geometry)))
         put("encoder_counts_per_metre", _u32_registers(round(plc.geometry.encoder_counts_per_mm * 1000)))
         put("heartbeat_timeout_ms", [min(0xFFFF, round(plc.heartbeat_timeout_ms))])

@@ -29,7 +29,7 @@ nodes:
     return compile_document(load_text(text, "line.yaml"), registry)
 
 
-def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "{}", audit: list | None = None, geometry=GEOMETRY, outage_s: tuple[float, float] | None = None, fails: str | None = None):
+def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "{}", audit: list | None = None, geometry=GEOMETRY, outage_s: tuple[float, float] | None = None, fails: str | None = None, no_verdict: str = "reject"):
     """Run the graph against a virtual PLC sharing its clock; return (PLC report, run report).
 
     With ``fails``, the run must fail with a NodeFailure matching it; the second value is then the
@@ -37,7 +37,7 @@ def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "
 
     async def main():
         clock = Clock()
-        plc = VirtualPlc(geometry, PARTS, clock, mode=mode, heartbeat_timeout_ms=300)
+        plc = VirtualPlc(geometry, PARTS, clock, mode=mode, heartbeat_timeout_ms=300, no_verdict=no_verdict)
         async with ModbusPlcServer(plc, port=free_loopback_port()) as server:
             g = graph(plc_params.replace("PORT", str(server.port)), source_params)
             taps = {"plc.audit": audit.append} if audit is not None else {}
@@ -84,7 +84,7 @@ def test_every_defective_part_is_rejected_at_the_gate_and_every_good_one_passes(
     assert {a.payload.outcome for a in audit} <= ({"acked"} if mode == "handshake" else {"fired", "passed"})
 
 
-def test_a_verdict_that_comes_too_late_is_an_alarm_not_silence():
+def test_a_verdict_that_comes_too_late_is_an_alarm_not_silence(caplog):
     # Verdicts 2.5 s after the part crossed the camera: its arrival (800 mm at 400 mm/s = 2 s) has passed.
     audit: list = []
     plc_report, run = run_line("{port: PORT}", source_params="{late_ms: 2500}", audit=audit)
@@ -92,7 +92,31 @@ def test_a_verdict_that_comes_too_late_is_an_alarm_not_silence():
     assert plc_node["events"]["late"] == len(PARTS)
     assert plc_node["events"]["deadline_missed"] == len(PARTS)
     assert {a.payload.outcome for a in audit} == {"late"}
-    assert plc_report.summary.escapes == sum(p.defective for p in PARTS)  # the PLC could not act: scored as such
+    # and no part went through on a verdict that came too late: the PLC rejected each one at the
+    # gate for want of a verdict (positive release), good ones included
+    s = plc_report.summary
+    assert (s.escapes, s.no_verdict_rejects, s.rejected) == (0, len(PARTS), len(PARTS))
+    # and each alarm says so, once
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == len(PARTS)
+    assert all(m.endswith(f"deadline_missed, late, the PLC rejects the part for want of a verdict; PLC at {m.rsplit(' ', 1)[-1]}") for m in errors), errors[0]
+
+
+def test_a_plc_without_positive_release_is_a_warning_at_start_and_a_late_verdict_says_the_part_went_through(caplog):
+    # given a handshake PLC that lets a part without a verdict go, and verdicts that come too late
+    plc_report, _ = run_line("{port: PORT}", source_params="{late_ms: 2500}", no_verdict="pass")
+    # then the start warned that late verdicts let parts through, and every late one says it did
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "lineguard.nodes.plc"]
+    assert len(warnings) == 1
+    assert "releases a part that reaches the gate without a verdict" in warnings[0] and "Switch on positive release" in warnings[0]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == len(PARTS) and all("late, the part goes through uninspected" in m for m in errors)
+    assert plc_report.summary.escapes == sum(p.defective for p in PARTS) > 0
+
+
+def test_a_plc_with_positive_release_starts_without_a_warning(caplog):
+    run_line("{port: PORT}")
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and r.name == "lineguard.nodes.plc"]
 
 
 def test_when_vision_stops_the_plc_rejects_every_part_from_then_on():

@@ -29,10 +29,10 @@ nodes:
     return compile_document(load_text(text, "line.yaml"), registry)
 
 
-def run_line(mode: str):
+def run_line(mode: str, no_verdict: str = "reject"):
     async def main():
         clock = Clock()
-        plc = VirtualPlc(GEOMETRY, PARTS, clock, mode=mode, heartbeat_timeout_ms=300)
+        plc = VirtualPlc(GEOMETRY, PARTS, clock, mode=mode, heartbeat_timeout_ms=300, no_verdict=no_verdict)
         async with OpcUaPlcServer(plc, port=free_loopback_port()) as server:
             audit: list = []
             executor = Executor(graph(f"{{endpoint: '{server.endpoint}', mode: {mode}}}"), clock=clock, on_flow_start=[plc.start], taps={"plc.audit": audit.append})
@@ -54,6 +54,16 @@ def test_every_defective_part_is_rejected_at_the_gate_and_every_good_one_passes(
     assert (s.escapes, s.false_rejects, s.fail_safe_rejects) == (0, 0, 0), s
     assert s.rejected == sum(p.defective for p in PARTS) and s.timing_error_max_abs_mm <= 1.0
     assert sorted(a.payload.part_id for a in audit) == sorted(p.part_id for p in PARTS)
+
+
+@pytest.mark.parametrize(("no_verdict", "warned"), [("reject", False), ("pass", True)])
+def test_the_vision_side_reads_whether_the_plc_rejects_parts_without_a_verdict(caplog, no_verdict, warned):
+    # given a handshake PLC with or without positive release, when the line starts over OPC UA
+    report, _ = run_line("handshake", no_verdict=no_verdict)
+    # then only the PLC that lets a part without a verdict through is a warning, and the run is the same
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "lineguard.nodes.plc"]
+    assert [("without a verdict" in w) for w in warnings] == ([True] if warned else [])
+    assert (report.summary.escapes, report.summary.no_verdict_rejects) == (0, 0)
 
 
 def test_an_unreachable_plc_fails_the_start_naming_its_endpoint():

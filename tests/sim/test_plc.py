@@ -179,7 +179,10 @@ def test_a_pass_verdict_does_not_fire_the_gate():
     assert report.summary.misfires == 0
 
 
-def test_a_handshake_command_for_a_part_past_the_gate_is_late():
+@pytest.mark.parametrize(
+    ("no_verdict", "outcome", "source"), [("reject", "correct_reject", "no_verdict"), ("pass", "escape", None)]
+)
+def test_a_handshake_command_for_a_part_past_the_gate_is_late(no_verdict, outcome, source):
     # given a defective part whose centre passed the gate 10 mm ago
     part = _part(1, -200.0)
 
@@ -188,11 +191,75 @@ def test_a_handshake_command_for_a_part_past_the_gate_is_late():
         # when its reject command arrives now
         return plc.strobe(_capture(plc, clock, part, strobe=1))
 
-    report, ack = _run([part], script, mode="handshake")
-    # then the ack says late, nothing fires, and the part escaped with one late command
+    report, ack = _run([part], script, mode="handshake", no_verdict=no_verdict)
+    # then the ack says late and nothing fires for it; the part, which reached the gate without a
+    # verdict, was rejected at its arrival by positive release (the default), or escaped without it
     assert ack.status is AckStatus.LATE
-    assert (report.part(1).outcome, report.part(1).late_commands) == ("escape", 1)
+    score = report.part(1)
+    assert (score.outcome, score.reject_source, score.late_commands) == (outcome, source, 1)
     assert report.summary.late_commands == 1
+    assert report.summary.no_verdict_rejects == (1 if no_verdict == "reject" else 0)
+
+
+def test_positive_release_rejects_a_good_part_whose_pass_verdict_came_late():
+    # given a good part whose pass verdict reaches the PLC 5 mm after its centre reached the gate
+    part = _part(1, -200.0, defective=False)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, GEOMETRY.reject_distance_mm + 5.0))
+        return plc.strobe(_capture(plc, clock, part, strobe=1, verdict=Verdict.PASS))
+
+    report, ack = _run([part], script, mode="handshake")
+    # then it was rejected, not released uninspected: a false reject, never an escape
+    assert ack.status is AckStatus.LATE
+    assert (report.part(1).outcome, report.part(1).reject_source) == ("false_reject", "no_verdict")
+
+
+def test_positive_release_rejects_a_part_nobody_sent_a_verdict_for_and_releases_the_rest():
+    # given three good parts: a pass verdict in time for the first and third, none for the second
+    parts = [_part(i, -200.0 - 260 * i, defective=False) for i in range(1, 4)]
+
+    async def script(plc, clock):
+        acks = []
+        for strobe, p in ((1, parts[0]), (2, parts[2])):
+            await clock.sleep_until_ns(p.t_at_position_ns(GEOMETRY, 0.0))
+            acks.append(plc.strobe(_capture(plc, clock, p, strobe=strobe, verdict=Verdict.PASS)))
+        return acks
+
+    report, acks = _run(parts, script, mode="handshake")
+    # then the two with verdicts pass and the one the vision side never judged is rejected at the gate
+    assert [a.status for a in acks] == [AckStatus.ACCEPTED, AckStatus.ACCEPTED]
+    assert [report.part(p.part_id).outcome for p in parts] == ["correct_pass", "false_reject", "correct_pass"]
+    assert report.part(2).reject_source == "no_verdict"
+    assert (report.summary.no_verdict_rejects, report.summary.misfires) == (1, 0)
+    assert [c.kind for c in report.commands] == ["handshake", "handshake", "no_verdict"]
+
+
+def test_a_verdict_aimed_outside_the_gate_window_does_not_release_the_part():
+    # given a good part, and a pass verdict whose position is off by 30 mm (more than half the 40 mm window)
+    part = _part(1, -200.0, defective=False)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, 0.0))
+        command = _capture(plc, clock, part, strobe=1, verdict=Verdict.PASS)
+        wrong = HandshakeCommand(**{**command.__dict__, "position_at_capture_counts": command.position_at_capture_counts + 300})
+        return plc.strobe(wrong)
+
+    report, ack = _run([part], script, mode="handshake")
+    # then the PLC took it, but no verdict was waiting when the part reached the gate: rejected
+    assert ack.status is AckStatus.ACCEPTED
+    assert (report.part(1).rejected, report.part(1).reject_source) == (True, "no_verdict")
+
+
+def test_pulse_mode_has_no_verdicts_to_wait_for():
+    # given a pulse-mode PLC and a good part nobody fires for, then it passes (pulse mode: the vision side owns the gate)
+    report, _ = _run([_part(1, -200.0, defective=False)], _noop, mode="pulse")
+    assert report.part(1).outcome == "correct_pass"
+    assert report.summary.no_verdict_rejects == 0
+
+
+async def _noop(plc, clock):
+    return None
 
 
 def test_an_invalid_verdict_is_taken_as_reject():
@@ -231,10 +298,13 @@ def test_a_full_shift_register_refuses_commands():
 
     # given a shift register of 2 entries, when 3 commands arrive before any part reaches the gate
     report, acks = _run(parts, script, mode="handshake", shift_register_size=2)
-    # then the third is refused and its part escapes
+    # then the third is refused, and its part is rejected for want of a verdict (positive release) ...
     assert [a.status for a in acks] == [AckStatus.ACCEPTED, AckStatus.ACCEPTED, AckStatus.SHIFT_REGISTER_FULL]
-    assert [report.part(p.part_id).outcome for p in parts] == ["correct_reject", "correct_reject", "escape"]
+    assert [report.part(p.part_id).reject_source for p in parts] == ["command", "command", "no_verdict"]
     assert report.summary.refused_commands == 1
+    # ... where a PLC without positive release lets it escape
+    report, _ = _run(parts, script, mode="handshake", shift_register_size=2, no_verdict="pass")
+    assert [report.part(p.part_id).outcome for p in parts] == ["correct_reject", "correct_reject", "escape"]
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
@@ -332,6 +402,7 @@ def test_commands_before_start_say_to_start_the_plc():
         ({"heartbeat_timeout_ms": -1}, r"heartbeat_timeout_ms: expected >= 0"),
         ({"gate_pulse_ms": 0}, r"gate_pulse_ms: expected > 0"),
         ({"shift_register_size": 0}, r"shift_register_size: expected >= 1"),
+        ({"no_verdict": "release"}, r"no_verdict: expected one of \('reject', 'pass'\), got 'release'"),
     ],
 )
 def test_bad_parameters_name_the_parameter(kwargs, message):
@@ -500,11 +571,12 @@ def test_cli_bad_arguments_name_the_option(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_cli_runs_both_servers_standalone_and_prints_the_report(tmp_path, capsys, pick_free_port):
+@pytest.mark.parametrize(("mode", "extra"), [("pulse", ()), ("handshake", ()), ("handshake", ("--no-verdict", "pass"))])
+def test_cli_runs_both_servers_standalone_and_prints_the_report(tmp_path, capsys, pick_free_port, mode, extra):
     # given a fast belt so that parts reach the gate within the run, and no vision side at all
     parts_file = tmp_path / "parts.json"
     code = _cli(
-        "--modbus-port", "0", "--opcua-port", str(pick_free_port()), "--mode", "pulse",
+        "--modbus-port", "0", "--opcua-port", str(pick_free_port()), "--mode", mode, *extra,
         "--belt-speed-mm-s", "2000", "--reject-distance-mm", "100", "--part-spacing-mm", "100",
         "--defect-rate", "0.5", "--seed", "2", "--heartbeat-timeout-ms", "0",
         "--duration-s", "0.4", "--json", "--parts-out", str(parts_file),
@@ -515,8 +587,14 @@ def test_cli_runs_both_servers_standalone_and_prints_the_report(tmp_path, capsys
     assert "Modbus TCP 127.0.0.1:" in err and "OPC UA opc.tcp://127.0.0.1:" in err
     truth = json.loads(parts_file.read_text())
     report = json.loads(out)
-    assert report["mode"] == "pulse" and report["summary"]["parts"] >= 2
+    assert report["mode"] == mode and report["summary"]["parts"] >= 2
     scored = {p["part_id"]: p for p in report["parts"]}
+    # without verdicts: a handshake PLC with positive release (the default) rejects every part, else all pass
+    everything_rejected = mode == "handshake" and not extra
+    assert report["summary"]["no_verdict_rejects"] == (report["summary"]["parts"] if everything_rejected else 0)
     for part in truth:
         if part["part_id"] in scored:
-            assert scored[part["part_id"]]["outcome"] == ("escape" if part["defective"] else "correct_pass")
+            if everything_rejected:
+                assert scored[part["part_id"]]["outcome"] == ("correct_reject" if part["defective"] else "false_reject")
+            else:
+                assert scored[part["part_id"]]["outcome"] == ("escape" if part["defective"] else "correct_pass")

@@ -69,10 +69,10 @@ class ModbusLink:
         )
 
 
-async def _run_line(scripted_vision, *, mode, send_commands=True, heartbeat_until_s=None, heartbeat_timeout_ms=300.0):
+async def _run_line(scripted_vision, *, mode, send_commands=True, heartbeat_until_s=None, heartbeat_timeout_ms=300.0, no_verdict="reject"):
     clock = Clock()
     async with (
-        VirtualPlc(GEOMETRY, PARTS, clock, mode=mode, heartbeat_timeout_ms=heartbeat_timeout_ms) as plc,
+        VirtualPlc(GEOMETRY, PARTS, clock, mode=mode, heartbeat_timeout_ms=heartbeat_timeout_ms, no_verdict=no_verdict) as plc,
         ModbusPlcServer(plc, port=0) as server,
     ):
         client = AsyncModbusTcpClient(HOST, port=server.port)
@@ -119,15 +119,26 @@ def test_perfect_rejects_leave_no_escape_no_false_reject_and_no_timing_error(scr
             assert abs(ack.arrival_count - part.encoder_at_reject(GEOMETRY)) <= 1
 
 
-@pytest.mark.parametrize("mode", ["pulse", "handshake"])
-def test_no_commands_let_every_defective_part_escape(scripted_vision, mode):
-    # given a vision side that only sends heartbeats
-    report, _ = run_sim(lambda: _run_line(scripted_vision, mode=mode, send_commands=False))
+@pytest.mark.parametrize(("mode", "no_verdict"), [("pulse", "reject"), ("handshake", "pass")])
+def test_no_commands_let_every_defective_part_escape(scripted_vision, mode, no_verdict):
+    # given a vision side that only sends heartbeats, and a PLC that releases parts without a verdict
+    # (pulse mode always does: the vision side owns the gate)
+    report, _ = run_sim(lambda: _run_line(scripted_vision, mode=mode, send_commands=False, no_verdict=no_verdict))
     # then every defective part escaped and no part was rejected
     s = report.summary
     assert s.escapes == sum(p.defective for p in PARTS) > 0
-    assert (s.rejected, s.false_rejects, s.fail_safe_rejects) == (0, 0, 0)
+    assert (s.rejected, s.false_rejects, s.fail_safe_rejects, s.no_verdict_rejects) == (0, 0, 0, 0)
     assert all(report.part(p.part_id).outcome == "escape" for p in PARTS if p.defective)
+
+
+def test_in_handshake_mode_no_commands_reject_every_part_for_want_of_a_verdict(scripted_vision):
+    # given a vision side alive (heartbeats) but sending no verdicts, and a handshake PLC as it comes
+    report, _ = run_sim(lambda: _run_line(scripted_vision, mode="handshake", send_commands=False))
+    # then no part went through uninspected: each was rejected at the gate for want of a verdict
+    s = report.summary
+    assert (s.escapes, s.fail_safe_rejects, s.fail_safe_episodes) == (0, 0, 0)
+    assert s.no_verdict_rejects == s.rejected == len(PARTS)
+    assert all(report.part(p.part_id).reject_source == "no_verdict" for p in PARTS)
 
 
 def test_heartbeat_stop_makes_the_plc_reject_every_part_from_then_on(scripted_vision):

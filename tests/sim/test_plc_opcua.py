@@ -89,10 +89,10 @@ async def _with_link(server: OpcUaPlcServer, clock: Clock, body: Any) -> Any:
             await client.disconnect()
 
 
-def _run_line(line: OpcUaLine, scripted_vision, *, mode, send_commands=True, heartbeat_until_s=None, heartbeat_timeout_ms=300.0):
+def _run_line(line: OpcUaLine, scripted_vision, *, mode, send_commands=True, heartbeat_until_s=None, heartbeat_timeout_ms=300.0, no_verdict="reject"):
     async def scenario():
         clock = Clock()
-        async with VirtualPlc(GEOMETRY, PARTS, clock, mode=mode, heartbeat_timeout_ms=heartbeat_timeout_ms) as plc:
+        async with VirtualPlc(GEOMETRY, PARTS, clock, mode=mode, heartbeat_timeout_ms=heartbeat_timeout_ms, no_verdict=no_verdict) as plc:
             await line.server.attach(plc)
 
             async def body(link: OpcUaLink):
@@ -134,14 +134,23 @@ def test_perfect_rejects_leave_no_escape_no_false_reject_and_no_timing_error(opc
             assert abs(ack.arrival_count - part.encoder_at_reject(GEOMETRY)) <= 1
 
 
-@pytest.mark.parametrize("mode", ["pulse", "handshake"])
-def test_no_commands_let_every_defective_part_escape(opcua_line, scripted_vision, mode):
-    # given a vision side that only sends heartbeats
-    report, _ = _run_line(opcua_line, scripted_vision, mode=mode, send_commands=False)
+@pytest.mark.parametrize(("mode", "no_verdict"), [("pulse", "reject"), ("handshake", "pass")])
+def test_no_commands_let_every_defective_part_escape(opcua_line, scripted_vision, mode, no_verdict):
+    # given a vision side that only sends heartbeats, and a PLC that releases parts without a verdict
+    report, _ = _run_line(opcua_line, scripted_vision, mode=mode, send_commands=False, no_verdict=no_verdict)
     # then every defective part escaped and no part was rejected
     s = report.summary
     assert s.escapes == sum(p.defective for p in PARTS) > 0
     assert (s.rejected, s.false_rejects, s.fail_safe_rejects) == (0, 0, 0)
+
+
+def test_in_handshake_mode_no_commands_reject_every_part_for_want_of_a_verdict(opcua_line, scripted_vision):
+    # given a vision side alive (heartbeats) but sending no verdicts, and a handshake PLC as it comes
+    report, _ = _run_line(opcua_line, scripted_vision, mode="handshake", send_commands=False)
+    # then each part was rejected at the gate for want of a verdict
+    s = report.summary
+    assert (s.escapes, s.fail_safe_rejects) == (0, 0)
+    assert s.no_verdict_rejects == s.rejected == len(PARTS)
 
 
 def test_heartbeat_stop_makes_the_plc_reject_every_part_from_then_on(opcua_line, scripted_vision):
