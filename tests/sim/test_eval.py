@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from lineguard.runtime.cli import main
+from lineguard.runtime.cli import main, shipped_recipes
 
 # VGA at 1 mm/px keeps the renderer quick; the detector stand-in is the ground truth (with noise
 # where a test asks for it), so what is scored is the tracker, the rules, the vote and the PLC. No
@@ -108,3 +108,17 @@ def test_a_camera_knocked_askew_misplaces_no_good_part(tmp_path, capsys, zone, v
         assert s["false_rejects"] >= 1
     else:
         assert s["false_rejects"] == 0 and s["precision"] == 1.0
+
+
+@pytest.mark.parametrize("recipe", shipped_recipes())
+def test_every_shipped_recipe_runs_on_the_simulated_line_and_lets_no_defective_part_through(recipe, tmp_path, monkeypatch, capsys):
+    # given a shipped recipe as it comes (the demo's is the shipped model, the surface check and a
+    # handshake PLC), on 12 parts of a seed the model was not trained on, in a scratch directory
+    monkeypatch.chdir(tmp_path)
+    result = run_eval(capsys, recipe, "--parts", "12", "--seed", "1003", "--set", f"log.path={tmp_path / 'log.jsonl'}")
+    s = result["summary"]
+    # then every part had its verdict and no defective one got past the gate
+    assert (s["parts"], s["unseen_parts"], s["escapes"]) == (12, 0, 0)
+    assert sum(p["defective"] for p in result["parts"]) >= 2
+    if s["plc"] is not None:  # the virtual PLC's own count at the gate, and each verdict was in time
+        assert (s["plc"]["parts"], s["plc"]["escapes"], s["plc"]["no_verdict_rejects"], s["plc"]["late_commands"]) == (12, 0, 0, 0)
