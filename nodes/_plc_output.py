@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 from lineguard.runtime.envelope import Envelope
@@ -145,12 +145,7 @@ class PlcOutput(Node):
                 f"PLC at {self.address()} has the gate {config.reject_distance_counts} counts downstream at {config.encoder_counts_per_mm:g} counts/mm; "
                 f"the recipe's line says {line['reject_distance_mm']:g} mm × {line['encoder_counts_per_mm']:g} counts/mm = {ours} counts"
             )
-        if want_handshake and not config.positive_release:
-            log.warning(
-                "PLC at %s releases a part that reaches the gate without a verdict: a verdict that comes too late, "
-                "or none, lets its part through uninspected. Switch on positive release in the PLC.",
-                self.address(), extra={"node": self.ctx.node_id},
-            )
+        self._warn_without_positive_release()
         self._outbox: deque[tuple[Envelope, AuditRecord]] = deque()
         self._outbox_changed = asyncio.Event()
         self._heartbeat = 0
@@ -161,6 +156,14 @@ class PlcOutput(Node):
         self._last_arrival_ns: int | None = None
         self._failure: BaseException | None = None
         self._reconnect_lock = asyncio.Lock()
+
+    def _warn_without_positive_release(self) -> None:
+        if self.params["mode"] == "handshake" and not self.config.positive_release:
+            log.warning(
+                "PLC at %s releases a part that reaches the gate without a verdict: a verdict that comes too late, "
+                "or none, lets its part go on without it. Switch on positive release in the PLC.",
+                self.address(), extra={"node": self.ctx.node_id},
+            )
 
     async def start(self) -> None:
         for work, name in ((self._heartbeat_loop, "heartbeat"), (self._sender_loop, "sender")):
@@ -259,12 +262,16 @@ class PlcOutput(Node):
                     self.link = self.make_link()
                     async with self._clock.hold():
                         await asyncio.wait_for(self.link.connect(), self.params["connect_timeout_s"])
+                        config = await asyncio.wait_for(self.link.read_config(), self.params["request_timeout_s"])
                 except LINK_ERRORS as exc:
                     self.ctx.count("reconnect_failed")
                     log.warning("PLC at %s still unreachable (%s); next try in %.1f s", self.address(), exc, min(delay * 2, self.params["reconnect"]["max_delay_s"]), extra={"node": self.ctx.node_id})
                     delay = min(delay * 2, self.params["reconnect"]["max_delay_s"])
                     continue
                 self.ctx.count("reconnected")
+                if config.positive_release != self.config.positive_release:  # the PLC restarted with another setting
+                    self.config = replace(self.config, positive_release=config.positive_release)
+                    self._warn_without_positive_release()
                 log.warning("PLC at %s reconnected; sending %d waiting verdicts", self.address(), len(self._outbox), extra={"node": self.ctx.node_id})
                 return
 
@@ -371,7 +378,7 @@ class PlcOutput(Node):
         if record.alarms or record.outcome in ("late", "refused", "missed"):
             what = list(dict.fromkeys(record.alarms + [record.outcome]))
             if record.outcome in ("late", "refused"):
-                what.append("the PLC rejects the part for want of a verdict" if self.config.positive_release else "the part goes through uninspected")
+                what.append("the PLC rejects the part for want of a verdict" if self.config.positive_release else "the part goes on without its verdict")
             log.error("part %d (%s): %s; PLC at %s", record.part_id, record.verdict, ", ".join(what), self.address(), extra={"node": self.ctx.node_id, "audit": record.to_json()})
         if self.ctx.is_wired("audit"):
             await self.ctx.emit("audit", envelope.derive(record))

@@ -52,9 +52,10 @@ class ModbusLink(PlcLink):
     @_link_errors
     async def read_config(self) -> PlcConfig:
         ir = _ok(await self.client.read_input_registers(0, count=16, device_id=self.unit)).registers
-        di = _ok(await self.client.read_discrete_inputs(0, count=4, device_id=self.unit)).bits
+        di = _ok(await self.client.read_discrete_inputs(0, count=3, device_id=self.unit)).bits
         counts_per_m = int(self.client.convert_from_registers(ir[10:12], DT.UINT32))
-        return PlcConfig(handshake_mode=bool(di[2]), reject_distance_counts=self._i32(ir[8:10]), encoder_counts_per_mm=counts_per_m / 1000, positive_release=bool(di[3]))
+        # positive release from bit 3 of the status register: a PLC without it reads 0 there
+        return PlcConfig(handshake_mode=bool(di[2]), reject_distance_counts=self._i32(ir[8:10]), encoder_counts_per_mm=counts_per_m / 1000, positive_release=bool(ir[7] & 0b1000))
 
     @_link_errors
     async def read_encoder(self) -> int:

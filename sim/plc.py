@@ -57,6 +57,7 @@ import json
 import math
 import random
 import socket
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -192,7 +193,7 @@ class PartScore:
 
 @dataclass(frozen=True)
 class CommandRecord:
-    """One command the PLC received (pulse or handshake), or one fail-safe firing."""
+    """One command the PLC received (pulse or handshake), or one firing of its own (fail-safe, no verdict)."""
 
     t_ns: int
     kind: str  # "pulse", "handshake", "fail_safe", "no_verdict"
@@ -240,6 +241,7 @@ class PlcReport:
     parts: tuple[PartScore, ...]
     summary: PlcSummary
     commands: tuple[CommandRecord, ...]
+    no_verdict: str = "pass"  # "reject": positive release (handshake), a part without a verdict is rejected
 
     def part(self, part_id: int) -> PartScore:
         for score in self.parts:
@@ -253,6 +255,7 @@ class PlcReport:
             "geometry": asdict(self.geometry),
             "gate_pulse_ms": self.gate_pulse_ms,
             "heartbeat_timeout_ms": self.heartbeat_timeout_ms,
+            "no_verdict": self.no_verdict,
             "summary": asdict(self.summary),
             "parts": [asdict(p) for p in self.parts],
             "commands": [asdict(c) for c in self.commands],
@@ -263,7 +266,7 @@ class PlcReport:
 
     def summary_table(self) -> Table:
         s = self.summary
-        table = Table(title=f"virtual PLC ({self.mode}) — summary", show_header=False)
+        table = Table(title=f"virtual PLC ({self._setup()}) — summary", show_header=False)
         table.add_column("what")
         table.add_column("value", justify="right")
         rows: list[tuple[str, Any]] = [
@@ -290,7 +293,7 @@ class PlcReport:
         return table
 
     def parts_table(self) -> Table:
-        table = Table(title=f"virtual PLC ({self.mode}) — parts")
+        table = Table(title=f"virtual PLC ({self._setup()}) — parts")
         for name, justify in (
             ("part", "right"),
             ("type", "left"),
@@ -317,6 +320,9 @@ class PlcReport:
             )
         return table
 
+    def _setup(self) -> str:
+        return f"{self.mode}, positive release" if self.no_verdict == "reject" else self.mode
+
     def __rich__(self) -> Group:
         return Group(self.parts_table(), self.summary_table())
 
@@ -342,7 +348,7 @@ class _PartState:
     error_mm: float | None = None  # of the firing that rejected it, else of the first command that targeted it
     commands: int = 0
     late_commands: int = 0
-    verdicts: int = 0  # handshake: accepted commands due while its centre is in the gate window
+    arrived: bool = False  # its centre has reached the gate (and positive release has judged it)
     scored: bool = False
 
 
@@ -429,6 +435,9 @@ class VirtualPlc:
         self._fail_safe = False
         self._fail_safe_episodes = 0
         self._shift_register: list[_ShiftEntry] = []
+        # entries already shifted out, for positive release: a verdict due a hair before its part's
+        # centre reaches the gate still releases it
+        self._shifted_out: deque[_ShiftEntry] = deque(maxlen=shift_register_size)
         self._last_ack: HandshakeAck | None = None
         self._commands: list[CommandRecord] = []
         self._misfires = 0
@@ -542,6 +551,7 @@ class VirtualPlc:
     def fire_gate(self) -> None:
         """Pulse mode: the vision side fires the gate now."""
         self._require_mode("pulse", "fire_gate")
+        self._catch_up()
         now = self.clock.now_ns()
         target, error = self._target_at(now)
         swept = self._fire(now, "command")
@@ -568,6 +578,8 @@ class VirtualPlc:
         self._require_mode("handshake", "strobe")
         if command.strobe == (self._last_ack.strobe if self._last_ack else 0):
             return self._last_ack
+        # parts whose centres reached the gate by now have been judged, however late the timer runs
+        self._catch_up()
         now = self.clock.now_ns()
         geometry = self.geometry
         arrival = arrival_count(geometry, command.encoder_at_capture, command.position_at_capture_counts)
@@ -578,7 +590,15 @@ class VirtualPlc:
             status = AckStatus.ACCEPTED
         except ValueError:
             verdict, status = Verdict.REJECT, AckStatus.INVALID_VERDICT
-        if t_arrive < now:
+        released_already = (
+            self.no_verdict == "reject"
+            and target is not None
+            and error is not None
+            and abs(error) <= geometry.gate_window_mm / 2
+            and self._parts[target].arrived
+        )
+        if t_arrive < now or released_already:
+            # by its count, or its part reached the gate already and positive release rejected it
             status = AckStatus.LATE
         elif len(self._shift_register) >= self.shift_register_size:
             status = AckStatus.SHIFT_REGISTER_FULL
@@ -590,8 +610,6 @@ class VirtualPlc:
             if status is AckStatus.LATE:
                 state.late_commands += 1
         if status in (AckStatus.ACCEPTED, AckStatus.INVALID_VERDICT):
-            if target is not None and error is not None and abs(error) <= geometry.gate_window_mm / 2:
-                self._parts[target].verdicts += 1
             entry = _ShiftEntry(command.strobe, command.part_id, verdict, arrival, t_arrive, target_index=target)
             assert self._loop is not None
             entry.handle = self._loop.call_later(max(0.0, (t_arrive - now) / NS_PER_S), self._shift_out, entry)
@@ -641,6 +659,7 @@ class VirtualPlc:
             parts=tuple(scores),
             summary=summary,
             commands=tuple(self._commands),
+            no_verdict=self.no_verdict,
         )
 
     def _score(self, state: _PartState) -> PartScore:
@@ -722,6 +741,7 @@ class VirtualPlc:
         """
         if entry in self._shift_register:
             self._shift_register.remove(entry)
+            self._shifted_out.append(entry)
         self._note_lag(entry.t_due_ns)
         if entry.verdict is Verdict.REJECT:
             target, error = self._target_at(entry.t_due_ns)
@@ -781,21 +801,33 @@ class VirtualPlc:
     def _on_line_event(self, t_due_ns: int) -> None:
         self._line_handle = self._line_handle_t_ns = None
         # The timer fired for t_due_ns; the loop's float time may read a hair earlier.
-        horizon = max(self.clock.now_ns(), t_due_ns)
+        self._advance_line(max(self.clock.now_ns(), t_due_ns))
+        self._update_all_scored()
+        self._schedule_line()
+
+    def _catch_up(self) -> None:
+        """Handle every line event due by now before a command: the line does not wait for a late timer."""
+        if self._events and self._events[0].t_ns <= self.clock.now_ns():
+            self._advance_line(self.clock.now_ns())
+            self._update_all_scored()
+            self._schedule_line()
+
+    def _advance_line(self, horizon: int) -> None:
         while self._events and self._events[0].t_ns <= horizon:
             event = heapq.heappop(self._events)
             state = self._parts[event.index]
             self._note_lag(event.t_ns)
             if event.kind == _ARRIVE:
+                state.arrived = True
                 # at the part's arrival, as a PLC would, however late this timer ran
                 if self._fail_safe and state.rejected_by is None:
                     self._fire(event.t_ns, "fail_safe")
                     self._commands.append(
                         CommandRecord(event.t_ns, "fail_safe", "fired", None, None, state.part.part_id, 0.0)
                     )
-                elif self.no_verdict == "reject" and state.verdicts == 0 and state.rejected_by is None:
+                elif self.no_verdict == "reject" and state.rejected_by is None and not self._verdict_waiting(state):
                     # positive release: the part-present sensor at the gate sees a part that no
-                    # shift-register entry is waiting for
+                    # shift-register entry is due for
                     self._fire(event.t_ns, "no_verdict")
                     self._commands.append(
                         CommandRecord(event.t_ns, "no_verdict", "fired", None, None, state.part.part_id, 0.0)
@@ -803,8 +835,16 @@ class VirtualPlc:
             elif not state.scored:
                 state.scored = True
                 self._unscored -= 1
-        self._update_all_scored()
-        self._schedule_line()
+
+    def _verdict_waiting(self, state: _PartState) -> bool:
+        """Whether an accepted command is due while the part's centre is within the gate window."""
+        geometry = self.geometry
+        travel = geometry.reject_distance_mm - state.part.x0_mm  # belt travel when its centre is at the gate
+        half = geometry.gate_window_mm / 2
+        return any(
+            abs(entry.arrival_count / geometry.encoder_counts_per_mm - travel) <= half
+            for entry in itertools.chain(self._shift_register, self._shifted_out)
+        )
 
     def _update_all_scored(self) -> None:
         if self._all_scored is None:

@@ -251,6 +251,68 @@ def test_a_verdict_aimed_outside_the_gate_window_does_not_release_the_part():
     assert (report.part(1).rejected, report.part(1).reject_source) == (True, "no_verdict")
 
 
+@pytest.mark.parametrize(
+    ("sent_mm", "status", "outcome"),
+    [(-0.5, AckStatus.ACCEPTED, "correct_pass"), (0.0, AckStatus.LATE, "false_reject"), (0.5, AckStatus.LATE, "false_reject")],
+)
+def test_a_pass_verdict_releases_its_part_only_if_it_came_before_the_part_reached_the_gate(sent_mm, status, outcome):
+    # given a good part and a pass verdict whose count is 1 mm behind the part (the vision side's
+    # estimate a little off), sent when the part's centre is sent_mm from the gate
+    part = _part(1, -200.0, defective=False)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, GEOMETRY.reject_distance_mm + sent_mm))
+        command = _capture(plc, clock, part, strobe=1, verdict=Verdict.PASS)
+        return plc.strobe(HandshakeCommand(**{**command.__dict__, "position_at_capture_counts": command.position_at_capture_counts - 10}))
+
+    report, ack = _run([part], script, mode="handshake")
+    # then before the gate it is taken and releases the part; from the moment the part is at the gate
+    # it is late, and the ack says so: the part was already rejected for want of a verdict
+    assert ack.status is status
+    assert report.part(1).outcome == outcome
+
+
+def test_a_pass_verdict_due_a_hair_before_its_part_still_releases_it():
+    # given a pass verdict whose count is 1 mm ahead of the part: it leaves the shift register
+    # before the part's centre reaches the gate
+    part = _part(1, -200.0, defective=False)
+
+    async def script(plc, clock):
+        await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, 0.0))
+        command = _capture(plc, clock, part, strobe=1, verdict=Verdict.PASS)
+        return plc.strobe(HandshakeCommand(**{**command.__dict__, "position_at_capture_counts": command.position_at_capture_counts + 10}))
+
+    report, ack = _run([part], script, mode="handshake")
+    assert ack.status is AckStatus.ACCEPTED
+    assert report.part(1).outcome == "correct_pass"
+
+
+def test_a_verdict_for_a_part_added_to_the_line_afterwards_releases_it():
+    # given a pass verdict strobed before the conveyor told the PLC about its part
+    part = _part(1, -200.0, defective=False)
+
+    async def main():
+        clock = Clock()
+        async with VirtualPlc(GEOMETRY, [], clock, mode="handshake", heartbeat_timeout_ms=0) as plc:
+            await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, 0.0))
+            ack = plc.strobe(_capture(plc, clock, part, 1, Verdict.PASS))
+            plc.add_parts([part])
+            await plc.wait_all_scored()
+        return plc.report(), ack
+
+    report, ack = run_sim(main)
+    # then the part is released when it reaches the gate
+    assert (ack.status, report.part(1).outcome) == (AckStatus.ACCEPTED, "correct_pass")
+
+
+def test_the_report_says_whether_positive_release_was_on():
+    report, _ = _run([_part(1, -200.0)], _noop, mode="handshake")
+    assert report.to_dict()["no_verdict"] == "reject"
+    assert "positive release" in report.summary_table().title
+    report, _ = _run([_part(1, -200.0)], _noop, mode="handshake", no_verdict="pass")
+    assert report.to_dict()["no_verdict"] == "pass" and "positive release" not in report.summary_table().title
+
+
 def test_pulse_mode_has_no_verdicts_to_wait_for():
     # given a pulse-mode PLC and a good part nobody fires for, then it passes (pulse mode: the vision side owns the gate)
     report, _ = _run([_part(1, -200.0, defective=False)], _noop, mode="pulse")
@@ -536,6 +598,33 @@ async def test_on_a_wall_clock_loop_a_busy_vision_side_does_not_make_the_shift_r
     assert abs(report.part(1).timing_error_mm) < 0.5
     assert report.summary.misfires == 0
     assert report.summary.timer_lag_max_ms >= 100
+
+
+async def test_on_a_wall_clock_loop_positive_release_judges_a_part_at_its_arrival_even_when_its_timer_runs_late():
+    # given a slow belt on real time (100 mm/s) and a good part that reaches the gate at 0.15 s
+    geometry = BeltGeometry(belt_speed_mm_s=100.0, reject_distance_mm=10.0, encoder_counts_per_mm=10.0, gate_window_mm=40.0)
+    part = PartTruth(1, "pcb", -5.0, 0.0, 60.0, 40.0, ())
+    clock = Clock()
+    loop = asyncio.get_running_loop()
+    acks = []
+    async with VirtualPlc(geometry, [part], clock, mode="handshake", heartbeat_timeout_ms=0, gate_pulse_ms=10) as plc:
+
+        def busy_then_pass():
+            # the vision side holds the loop from 50 ms before the arrival to 150 ms after it (the
+            # PLC's timer cannot run), then sends a pass whose count it placed 18 mm downstream:
+            # not yet due by its own count, but the part was at the gate without a verdict 150 ms ago
+            time.sleep(0.2)
+            encoder = plc.encoder()
+            position = round(part.position_mm(geometry, clock.now_ns()) * 10) - 180
+            acks.append(plc.strobe(HandshakeCommand(1, 1, Verdict.PASS, encoder, position)))
+
+        t_due_s = (part.t_at_reject_ns(geometry) - clock.now_ns()) / 1e9
+        loop.call_later(max(0.0, t_due_s - 0.05), busy_then_pass)
+        await plc.wait_all_scored()
+    report = plc.report()
+    # then the part was judged at its arrival as if the timer had been on time: rejected, the verdict late
+    assert [a.status for a in acks] == [AckStatus.LATE]
+    assert (report.part(1).outcome, report.part(1).reject_source) == ("false_reject", "no_verdict")
 
 
 # -- command line ----------------------------------------------------------------------------------
