@@ -84,6 +84,11 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         if seconds > 0:
             self._virtual_s += seconds
 
+    def busy(self, seconds: float) -> None:
+        """Hold the loop for ``seconds`` of simulated time, as a long computation holds it in real
+        time: the clock moves on and no other callback or timer runs until the caller returns."""
+        self._advance(seconds)
+
 
 def run_sim(coro_factory: Callable[[], Any]) -> Any:
     """Run ``coro_factory()`` to completion on a fresh :class:`SimEventLoop`."""

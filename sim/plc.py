@@ -542,6 +542,8 @@ class VirtualPlc:
         """The heartbeat word was written. Any change counts as a beat and ends a fail-safe."""
         if value == self._heartbeat_value:
             return
+        # parts that reached the gate while the fail-safe held were rejected, however late the timer runs
+        self._catch_up()
         self._heartbeat_value = value
         if self._fail_safe:
             self._fail_safe = False
@@ -802,15 +804,11 @@ class VirtualPlc:
         self._line_handle = self._line_handle_t_ns = None
         # The timer fired for t_due_ns; the loop's float time may read a hair earlier.
         self._advance_line(max(self.clock.now_ns(), t_due_ns))
-        self._update_all_scored()
-        self._schedule_line()
 
     def _catch_up(self) -> None:
-        """Handle every line event due by now before a command: the line does not wait for a late timer."""
+        """Handle every line event due by now before the vision side's write: the line does not wait for a late timer."""
         if self._events and self._events[0].t_ns <= self.clock.now_ns():
             self._advance_line(self.clock.now_ns())
-            self._update_all_scored()
-            self._schedule_line()
 
     def _advance_line(self, horizon: int) -> None:
         while self._events and self._events[0].t_ns <= horizon:
@@ -820,21 +818,23 @@ class VirtualPlc:
             if event.kind == _ARRIVE:
                 state.arrived = True
                 # at the part's arrival, as a PLC would, however late this timer ran
-                if self._fail_safe and state.rejected_by is None:
-                    self._fire(event.t_ns, "fail_safe")
-                    self._commands.append(
-                        CommandRecord(event.t_ns, "fail_safe", "fired", None, None, state.part.part_id, 0.0)
-                    )
-                elif self.no_verdict == "reject" and state.rejected_by is None and not self._verdict_waiting(state):
+                if state.rejected_by is not None:
+                    continue
+                if self._fail_safe:
+                    source = "fail_safe"
+                elif self.no_verdict == "reject" and not self._verdict_waiting(state):
                     # positive release: the part-present sensor at the gate sees a part that no
                     # shift-register entry is due for
-                    self._fire(event.t_ns, "no_verdict")
-                    self._commands.append(
-                        CommandRecord(event.t_ns, "no_verdict", "fired", None, None, state.part.part_id, 0.0)
-                    )
+                    source = "no_verdict"
+                else:
+                    continue
+                self._fire(event.t_ns, source)
+                self._commands.append(CommandRecord(event.t_ns, source, "fired", None, None, state.part.part_id, 0.0))
             elif not state.scored:
                 state.scored = True
                 self._unscored -= 1
+        self._update_all_scored()
+        self._schedule_line()
 
     def _verdict_waiting(self, state: _PartState) -> bool:
         """Whether an accepted command is due while the part's centre is within the gate window."""

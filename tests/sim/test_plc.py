@@ -600,31 +600,50 @@ async def test_on_a_wall_clock_loop_a_busy_vision_side_does_not_make_the_shift_r
     assert report.summary.timer_lag_max_ms >= 100
 
 
-async def test_on_a_wall_clock_loop_positive_release_judges_a_part_at_its_arrival_even_when_its_timer_runs_late():
-    # given a slow belt on real time (100 mm/s) and a good part that reaches the gate at 0.15 s
-    geometry = BeltGeometry(belt_speed_mm_s=100.0, reject_distance_mm=10.0, encoder_counts_per_mm=10.0, gate_window_mm=40.0)
-    part = PartTruth(1, "pcb", -5.0, 0.0, 60.0, 40.0, ())
-    clock = Clock()
-    loop = asyncio.get_running_loop()
+def _stall_then(t_ns: int, stall_s: float, then):
+    """At ``t_ns`` the vision side holds the loop for ``stall_s`` (sim time passes, the PLC's timers
+    cannot run), then calls ``then()``: what a long computation does on a real line."""
+
+    async def script(plc, clock):
+        loop = asyncio.get_running_loop()
+
+        def busy():
+            loop.busy(stall_s)
+            then(plc, clock)
+
+        loop.call_later((t_ns - clock.now_ns()) / 1e9, busy)
+        return None
+
+    return script
+
+
+def test_positive_release_judges_a_part_at_its_arrival_even_when_the_plc_timer_runs_late():
+    # given a good part, and a vision side that holds the loop from 50 ms before the part reaches
+    # the gate to 25 ms (10 mm) after it, then sends a pass whose count it placed 18 mm downstream:
+    # not yet due by its own count, but the part was at the gate without a verdict 25 ms ago
+    part = _part(1, -200.0, defective=False)
     acks = []
-    async with VirtualPlc(geometry, [part], clock, mode="handshake", heartbeat_timeout_ms=0, gate_pulse_ms=10) as plc:
 
-        def busy_then_pass():
-            # the vision side holds the loop from 50 ms before the arrival to 150 ms after it (the
-            # PLC's timer cannot run), then sends a pass whose count it placed 18 mm downstream:
-            # not yet due by its own count, but the part was at the gate without a verdict 150 ms ago
-            time.sleep(0.2)
-            encoder = plc.encoder()
-            position = round(part.position_mm(geometry, clock.now_ns()) * 10) - 180
-            acks.append(plc.strobe(HandshakeCommand(1, 1, Verdict.PASS, encoder, position)))
+    def send_pass(plc, clock):
+        command = _capture(plc, clock, part, strobe=1, verdict=Verdict.PASS)
+        acks.append(plc.strobe(HandshakeCommand(**{**command.__dict__, "position_at_capture_counts": command.position_at_capture_counts - 180})))
 
-        t_due_s = (part.t_at_reject_ns(geometry) - clock.now_ns()) / 1e9
-        loop.call_later(max(0.0, t_due_s - 0.05), busy_then_pass)
-        await plc.wait_all_scored()
-    report = plc.report()
+    t_arrive = part.t_at_reject_ns(GEOMETRY)
+    report, _ = _run([part], _stall_then(t_arrive - 50 * MS, 0.075, send_pass), mode="handshake")
     # then the part was judged at its arrival as if the timer had been on time: rejected, the verdict late
     assert [a.status for a in acks] == [AckStatus.LATE]
     assert (report.part(1).outcome, report.part(1).reject_source) == ("false_reject", "no_verdict")
+    assert report.summary.timer_lag_max_ms >= 25
+
+
+def test_a_part_that_reached_the_gate_during_a_fail_safe_is_rejected_though_the_heartbeat_returns_before_its_timer_ran():
+    # given a pulse-mode PLC gone fail-safe (no heartbeat for 300 ms) and a defective part nobody
+    # fires for; the vision side holds the loop across the part's arrival and then beats again
+    part = _part(1, -200.0)
+    t_arrive = part.t_at_reject_ns(GEOMETRY)
+    report, _ = _run([part], _stall_then(t_arrive - 50 * MS, 0.2, lambda plc, clock: plc.write_heartbeat(7)), heartbeat_timeout_ms=300)
+    # then the part, at the gate while the fail-safe held, was rejected by it
+    assert (report.part(1).outcome, report.part(1).reject_source) == ("correct_reject", "fail_safe")
 
 
 # -- command line ----------------------------------------------------------------------------------
