@@ -739,9 +739,16 @@ def model_card(metadata: Mapping[str, Any], evaluation: Mapping[str, Any], model
                      + (f". {lg['note']}" if lg.get("note") else "."))
     if s:
         lines.append("")
-        start = (f"Continued from earlier weights of this project (`{lg['init_weights']['path']}`, sha256 `{lg['init_weights']['sha256'][:16]}…`, "
-                 "themselves trained by `lineguard train`: " + ", ".join(f"{k}={v}" for k, v in lg["init_weights"]["train_args"].items() if k != "data") + "), offline"
-                 if lg.get("init_weights") else f"From scratch (`{s.get('model')}`, no pretrained weights, offline)")
+        init = lg.get("init_weights") or {}
+        if init.get("rebuilt_from_ir"):
+            start = (f"Continued from the OpenVINO model `{init['path']}` (sha256 of .xml and .bin `{init['sha256'][:16]}…`), its PyTorch weights "
+                     f"rebuilt from the IR (largest difference from the IR's output {init['max_rel_diff']:.1e} of its range; batch norms from "
+                     f"{init['bn_images']} training images), offline")
+        elif init:
+            start = (f"Continued from earlier weights of this project (`{init['path']}`, sha256 `{init['sha256'][:16]}…`, "
+                     "themselves trained by `lineguard train`: " + ", ".join(f"{k}={v}" for k, v in init["train_args"].items() if k != "data") + "), offline")
+        else:
+            start = f"From scratch (`{s.get('model')}`, no pretrained weights, offline)"
         lines.append(start + ": " + ", ".join(f"{k}={v}" for k, v in s.items() if k != "model") + ".")
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in lg["versions"].items()) + ".", ""]
     if lg.get("known_gaps"):
@@ -795,9 +802,9 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
 
         load_scenario("nominal", job.scenario_overrides(), seed=job.seed)
     require_ultralytics()  # fail before rendering anything
-    for flag, path in (("--weights", job.weights), ("--init-weights", job.init_weights)):
-        if path is not None and not Path(path).is_file():
-            raise ValueError(f"{flag}: expected a trained .pt file, got {path!r} (not found; nothing is ever downloaded)")
+    if job.weights is not None and not Path(job.weights).is_file():
+        raise ValueError(f"--weights: expected a trained .pt file, got {job.weights!r} (not found; nothing is ever downloaded)")
+    init_ir = init_weights_ir(job.init_weights) if job.init_weights is not None else None
     settings = job.settings
     model_dir = Path(job.out) / job.name
     if model_dir.exists() and any(model_dir.iterdir()):
@@ -844,8 +851,12 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
             def on_batch(epoch: int, epochs: int, i: int, n: int, loss: float) -> None:
                 bar.update(task, total=epochs * n, completed=epoch * n + i, info=f"epoch {epoch + 1}/{epochs} loss {loss:.3f}")
 
+            init_weights: Path | None = Path(job.init_weights) if job.init_weights is not None else None
+            init_record = _weights_record(init_weights) if init_weights is not None and init_ir is None else None
+            if init_ir is not None and job.weights is None:
+                init_weights, init_record = weights_from_ir(init_ir, data_yaml, work / "from_ir.pt", settings.tile or settings.imgsz, log=log)
             if job.weights is None:
-                best = train_yolo(data_yaml, work / "run", settings, on_batch=on_batch, log=log, init_weights=job.init_weights)
+                best = train_yolo(data_yaml, work / "run", settings, on_batch=on_batch, log=log, init_weights=init_weights)
                 timings["train_s"] = time.time() - t
             else:
                 best = Path(job.weights)
@@ -875,7 +886,7 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
             settings=settings,
             ultralytics_metadata=ultra_meta,
             extra={"timings_s": {k: round(v, 1) for k, v in timings.items()}, **({"weights_from": _weights_record(best)} if job.weights else {}),
-                   **({"init_weights": _weights_record(Path(job.init_weights))} if job.init_weights else {})},
+                   **({"init_weights": init_record} if job.weights is None and init_record else {})},
             input_hw=job.export_hw,
         )
         evaluation = {"model": job.name, "imgsz": list(job.export_hw or (settings.imgsz, settings.imgsz)), "classes": list(CLASSES), "sets": reports}
@@ -890,6 +901,61 @@ def run_training(job: TrainJob, *, progress: bool = True, console: Any = None) -
         **{f"{s}_map50": round(r["map50"], 4) for s, r in reports.items()},
         **{f"{s}_map50_95": round(r["map50_95"], 4) for s, r in reports.items()},
     }
+
+
+def init_weights_ir(path: str | Path) -> Path | None:
+    """``--init-weights``: an OpenVINO model (its .xml, or a folder holding model.xml) to rebuild
+    PyTorch weights from, or None for a .pt checkpoint. Raises ValueError when it is neither."""
+    p = Path(path)
+    if p.is_dir() and (p / "model.xml").is_file():
+        p = p / "model.xml"
+    if p.is_file() and p.suffix == ".xml":
+        if not p.with_suffix(".bin").is_file():
+            raise ValueError(f"--init-weights: {p} has no {p.with_suffix('.bin').name} beside it (an IR is .xml + .bin)")
+        return p
+    if p.is_file() and p.suffix == ".pt":
+        return None
+    raise ValueError(
+        f"--init-weights: expected a trained .pt file, an OpenVINO model.xml or its folder, got {str(path)!r} "
+        f"({'not found' if not p.exists() else 'neither'}; nothing is ever downloaded)"
+    )
+
+
+def weights_from_ir(xml: Path, data_yaml: Path, out: Path, size: int, *, log: Callable[[str], None], bn_images: int = 32) -> tuple[Path, dict[str, Any]]:
+    """Rebuild a PyTorch checkpoint from the IR ``xml`` (see :mod:`lineguard.learn.from_ir`), its
+    batch norms from up to ``bn_images`` training images of ``data_yaml`` letterboxed to ``size``.
+    Returns the checkpoint and the record for the metadata."""
+    from lineguard.learn.evaluate import letterbox
+    from lineguard.learn.from_ir import build_from_ir, check_against_ir, file_digest, save_checkpoint
+
+    data = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
+    root = Path(data.get("path") or data_yaml.parent)
+    train = data["train"] if isinstance(data["train"], str) else data["train"][0]
+    folder = train if Path(train).is_absolute() else root / train
+    files = sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    if not files:
+        raise ValueError(f"--init-weights {xml}: no training images in {folder} to set the batch norms from")
+    picked = [files[i] for i in np.linspace(0, len(files) - 1, min(bn_images, len(files))).round().astype(int)]
+
+    def tensor(path: Path, hw: tuple[int, int]) -> np.ndarray:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"--init-weights: cannot read training image {path}")
+        boxed = letterbox(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), hw)[0]
+        return boxed.transpose(2, 0, 1).astype(np.float32) / 255.0
+
+    names = [str(n) for n in (data["names"].values() if isinstance(data["names"], Mapping) else data["names"])]
+    model = build_from_ir(xml, names, [tensor(f, (size, size)) for f in picked])
+    import openvino as ov
+
+    in_shape = ov.Core().read_model(str(xml)).input(0).get_partial_shape()
+    ir_hw = (in_shape[2].get_length(), in_shape[3].get_length())
+    diff = check_against_ir(model, xml, tensor(picked[0], ir_hw))
+    if diff > 1e-3:
+        raise ValueError(f"--init-weights {xml}: the weights rebuilt from it differ from it by {diff:.1e} of its output's range; not training on them")
+    save_checkpoint(model, out, xml)
+    log(f"init weights: rebuilt from {xml} ({len(picked)} images for the batch norms; output within {diff:.1e} of the IR's)")
+    return out, {"path": str(xml), "sha256": file_digest(xml), "rebuilt_from_ir": True, "max_rel_diff": float(f"{diff:.3g}"), "bn_images": len(picked), "train_args": {}}
 
 
 def _weights_record(weights: Path) -> dict[str, Any]:

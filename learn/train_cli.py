@@ -128,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval", action="append", metavar="SCENARIO=SEED", help="evaluation sets (default: nominal=2001 shift=3001; repeatable)")
     p.add_argument("--export-hw", default=None, metavar="H,W", help="input of the exported model, e.g. 736,1280 for 1280x720 frames (no padding rows to compute: ~1.7x faster than 1280x1280); default IMGSZ,IMGSZ")
     p.add_argument("--weights", default=None, metavar="PT", help="skip training: export and evaluate these weights, trained by an earlier run of the same command (e.g. to export at another --export-hw)")
-    p.add_argument("--init-weights", default=None, metavar="PT", help="train on from these weights (an earlier run's best.pt, a local file) instead of from scratch")
+    p.add_argument("--init-weights", default=None, metavar="PT|XML", help="train on from these weights instead of from scratch: an earlier run's best.pt, or a model lineguard trained and exported (model.xml or its folder, e.g. models/sim-v8), whose PyTorch weights are rebuilt from the IR; a local file")
     p.add_argument(
         "--set",
         dest="overrides",
