@@ -34,8 +34,10 @@ From then on every finding of that part carries ``scratch`` (so ``vote.part`` co
 note such as ``"surface: 14 mm line at (-20, 8) mm"``. Findings pass through unchanged otherwise.
 A chip that is missing or off its place differs from the reference too. When ``inspect.rules``
 has flagged one of the part's components and the line lies mostly within components' windows,
-the note ends ``", on a component the rules flag"`` and no scratch is added: the part is rejected
-for what the rules named, not also for a scratch.
+the note ends ``", on a component the rules flag"`` and the finding carries
+``scratch_on_flagged_component`` instead of ``scratch``: ``vote.part`` rejects the part for what
+the rules named when their defect passes its vote, and for a scratch when it does not (a
+component flagged in a few frames only must not hide a line the surface shows).
 
 **Teaching** (``teach: true``): run the line over good parts (a few defective ones do no harm: the
 reference is a median). The node keeps the crops of up to ``teach_parts`` parts per type and, at
@@ -59,7 +61,7 @@ import numpy as np
 
 from lineguard.nodes.detection import candidate_paths
 from lineguard.nodes.inspect_rules import MISALIGNED, MISSING
-from lineguard.nodes.parts_model import FrameFindings, PartFindings
+from lineguard.nodes.parts_model import SCRATCH_ON_FLAGGED_COMPONENT, FrameFindings, PartFindings
 from lineguard.runtime.envelope import Envelope
 from lineguard.runtime.node import InPort, Node, OutPort
 
@@ -848,19 +850,20 @@ class SurfaceInspector(Node):
         stack.component_flagged |= flagged
         if stack.result is None or not stack.note:
             return f
+        kind, note = SCRATCH, stack.note
         if stack.component_flagged and stack.result.on_component:
-            # a chip missing or off its place differs from the reference too: the rules have named
-            # it, and a scratch added here would only be a second name for the same thing
+            # a chip missing or off its place differs from the reference too: if the rules' defect
+            # holds, a scratch would only be a second name for it; if it does not (flagged in a
+            # few frames), the line is a scratch. vote.part decides which.
             if not stack.counted_as_component:
                 stack.counted_as_component = True
                 self.ctx.count("surface_on_flagged_component")
-            note = f"{stack.note}, on a component the rules flag"
-            return f if note in f.notes else replace(f, notes=(*f.notes, note))
+            kind, note = SCRATCH_ON_FLAGGED_COMPONENT, f"{stack.note}, on a component the rules flag"
         conf = min(1.0, 0.5 + stack.result.length_mm / (4 * self.params["min_length_mm"]))
         defects = dict(f.defects)
-        defects[SCRATCH] = max(defects.get(SCRATCH, 0.0), conf)
-        judged = f.judged if SCRATCH in f.judged else (*f.judged, SCRATCH)
-        notes = f.notes if stack.note in f.notes else (*f.notes, stack.note)
+        defects[kind] = max(defects.get(kind, 0.0), conf)
+        judged = f.judged if kind in f.judged else (*f.judged, kind)
+        notes = f.notes if note in f.notes else (*f.notes, note)
         return replace(f, defects=defects, judged=judged, notes=notes)
 
     def _teach(self, track_id: int, part_type: str, grey: np.ndarray, box: tuple[float, float, float, float]) -> None:

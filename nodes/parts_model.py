@@ -31,6 +31,9 @@ from lineguard.runtime.envelope import Envelope
 
 NS_PER_S = 1_000_000_000
 INSUFFICIENT_EVIDENCE = "insufficient_evidence"
+# inspect.surface's line on a component that inspect.rules flagged (missing or misplaced): the
+# same thing as the rules' defect if the vote confirms that one, else a scratch (vote.part decides)
+SCRATCH_ON_FLAGGED_COMPONENT = "scratch_on_flagged_component"
 # Sim-only: detector.truth attaches the true part id of every box under this data key, so that
 # scorers can match tracks and verdicts to ground truth. A real detector never sets it.
 TRUTH_PART_ID = "truth_part_id"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from lineguard.nodes.parts_model import (
     INSUFFICIENT_EVIDENCE,
     NS_PER_S,
+    SCRATCH_ON_FLAGGED_COMPONENT,
     FrameFindings,
     PartFindings,
     PartVerdict,
@@ -59,6 +60,10 @@ class PartVote(Node):
     a missing one is missing throughout). A part inspected in fewer than ``min_frames`` frames
     (whole part in view) is ``insufficient_evidence``; the ``insufficient_evidence`` policy says
     what happens to it, and defaults to ``reject`` (fail safe).
+
+    ``scratch_on_flagged_component`` (``inspect.surface``'s line on a component the rules flagged)
+    is no reason of its own: when it passes the vote it is a ``scratch``, unless
+    ``missing_component`` or ``misaligned`` passed too, which name the same thing.
 
     The verdict is decided when the part's centre crosses ``exit_x_px`` (image column), or when its
     track ends (it left the image or stayed lost), or at the end of the stream (``flush``): exactly
@@ -179,6 +184,14 @@ class PartVote(Node):
         if len(reasons) < len(seen_enough):  # k of n reached, but only for a while: counted, so a line can see how often
             self.ctx.count("defect_below_min_fraction", len(seen_enough) - len(reasons))
         evidence = {kind: tuple(part.kinds[kind].frames) for kind in reasons}
+        if SCRATCH_ON_FLAGGED_COMPONENT in reasons:
+            reasons.remove(SCRATCH_ON_FLAGGED_COMPONENT)
+            frames = evidence.pop(SCRATCH_ON_FLAGGED_COMPONENT)
+            if not {"missing_component", "misaligned"} & set(reasons):  # the rules' flag did not hold: a scratch it is
+                self.ctx.count("surface_line_at_unconfirmed_component")
+                if "scratch" not in reasons:
+                    reasons = sorted([*reasons, "scratch"])
+                    evidence["scratch"] = frames
         verdict = "reject" if reasons else "pass"
         if part.inspected < p["min_frames"]:
             reasons.append(INSUFFICIENT_EVIDENCE)

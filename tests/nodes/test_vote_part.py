@@ -232,3 +232,20 @@ def test_k_larger_than_n_is_a_compile_error_naming_the_param():
     """)
     with pytest.raises(RecipeError, match=r"recipe.yaml:6:\d+: node 'vote' param 'k': expected at most n \(5\), got 6"):
         compile_document(load_text(text, "recipe.yaml"), registry)
+
+
+def test_a_surface_line_at_a_flagged_component_is_the_rules_defect_when_it_holds_else_a_scratch():
+    # inspect.surface saw a line where inspect.rules flagged a component. Part 1: the component
+    # is off its place in every frame; part 2: a stray misaligned box in 2 of 10 frames only.
+    line = Line(k=3, n=5)
+    for i in range(10):
+        line.feed([
+            seen(1, "misaligned", "scratch_on_flagged_component"),
+            seen(2, *(["misaligned"] if i in (3, 4) else []), "scratch_on_flagged_component"),
+        ])
+    line.flush()
+    by_id = {v.part_id: v for v in line.verdicts}
+    assert (by_id[1].verdict, by_id[1].reasons) == ("reject", ("misaligned",))
+    assert (by_id[2].verdict, by_id[2].reasons) == ("reject", ("scratch",))  # not passed for a flag the vote did not confirm
+    assert by_id[2].evidence == {"scratch": tuple(range(10))}
+    assert line.rec.events["surface_line_at_unconfirmed_component"] == 1
