@@ -396,12 +396,22 @@ def train_yolo(
     def epoch_start(trainer: Any) -> None:
         trainer._lg_batch = 0
 
+    def train_start(trainer: Any) -> None:
+        # ultralytics leaves one core to its data loader workers (torch threads = cores - 1: one
+        # on a 2-core machine); with workers=0 the loading happens between batches in this thread
+        import torch
+
+        torch.set_num_threads(training_threads())
+        if log is not None:
+            log(f"training on {torch.get_num_threads()} torch threads")
+
     def epoch_end(trainer: Any) -> None:
         if log is not None:
             tloss = trainer.tloss
             items = tloss.items() if isinstance(tloss, Mapping) else enumerate(np.atleast_1d(np.asarray(tloss.cpu() if hasattr(tloss, "cpu") else tloss)))
             log(f"epoch {trainer.epoch + 1}/{trainer.epochs}: " + ", ".join(f"{k}={float(v):.4f}" for k, v in items))
 
+    model.add_callback("on_train_start", train_start)
     model.add_callback("on_train_epoch_start", epoch_start)
     model.add_callback("on_train_batch_end", batch_end)
     model.add_callback("on_train_epoch_end", epoch_end)
@@ -427,6 +437,14 @@ def train_yolo(
     if not best.exists():
         raise RuntimeError(f"training finished without weights in {run_dir / 'weights'}")
     return best
+
+
+def training_threads() -> int:
+    """Threads torch trains with: every core this process may use (the data loads in between)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _total_loss(tloss: Any) -> float:

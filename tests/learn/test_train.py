@@ -363,6 +363,10 @@ def test_lineguard_train_end_to_end_writes_an_evaluated_model(tmp_path):
         command="test",
     )
     summary = run_training(job, progress=False)
+    from lineguard.learn.train import training_threads
+
+    # trained on every core (ultralytics' default leaves one to data workers, and we have none)
+    assert f"training on {training_threads()} torch threads" in (tmp_path / "work" / "train.log").read_text()
     folder = tmp_path / "models" / "e2e"
     assert {p.name for p in folder.iterdir()} >= {"model.xml", "model.bin", "metadata.yaml", "eval.json", "pr_curve.png"}
     assert IrDetector(folder / "model.xml").names == list(CLASSES)
