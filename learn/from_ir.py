@@ -7,7 +7,7 @@ checkpoint from it:
 1. **Read.** ultralytics' export names every convolution after its module
    (``__module.model.2.cv1.conv/...``); the IR holds its weights (FP16 or FP32) and, the batch
    norm folded in at export, a bias added after it.
-2. **Match.** The model definitions lineguard trains from (:data:`MODEL_DEFINITIONS`) are built
+2. **Match.** The model definitions lineguard trains from (``lineguard.learn.train.MODEL_DEFINITIONS``) are built
    for the IR's class count; the one whose convolutions all have the IR's shapes is the model.
 3. **Unfold the batch norm.** Each ``Conv`` block (convolution + batch norm) gets the IR's weights,
    and its batch norm is set from the statistics of the convolution's output on ``images`` (the
@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-MODEL_DEFINITIONS = ("yolov8n.yaml", "yolo11n.yaml")  # as lineguard.learn.train (no import: it pulls cv2 and the simulator)
 _PREFIX = "__module."
 
 
@@ -98,6 +97,8 @@ def build_from_ir(xml: str | Path, names: Sequence[str], images: Sequence[np.nda
     import torch
     from ultralytics.nn.modules import Conv
     from ultralytics.nn.tasks import DetectionModel
+
+    from lineguard.learn.train import MODEL_DEFINITIONS
 
     xml = Path(xml)
     convs = ir_convolutions(xml)
