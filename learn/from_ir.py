@@ -77,11 +77,10 @@ def ir_convolutions(xml: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray |
     return out
 
 
-def _class_count(convs: dict[str, tuple[np.ndarray, np.ndarray | None]], xml: Path) -> int:
+def _class_count(xml: Path) -> int:
     import openvino as ov
 
-    info = ov.Core().read_model(str(xml))
-    shape = info.output(0).get_partial_shape()
+    shape = ov.Core().read_model(str(xml)).output(0).get_partial_shape()
     channels = shape[1].get_length() if shape.rank.get_length() == 3 and shape[1].is_static else None
     if channels is None or channels <= 4:
         raise IrWeightsError(f"{xml}: expected the ultralytics detection head's output [1, 4 + classes, N], got {shape}")
@@ -102,7 +101,7 @@ def build_from_ir(xml: str | Path, names: Sequence[str], images: Sequence[np.nda
 
     xml = Path(xml)
     convs = ir_convolutions(xml)
-    nc = _class_count(convs, xml)
+    nc = _class_count(xml)
     if len(names) != nc:
         raise IrWeightsError(f"{xml}: the head has {nc} classes, but {len(names)} class names were given")
     if not images:

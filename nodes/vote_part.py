@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
+from lineguard.nodes.inspect_rules import MISALIGNED, MISSING, SCRATCH
 from lineguard.nodes.parts_model import (
     INSUFFICIENT_EVIDENCE,
     NS_PER_S,
@@ -187,11 +188,11 @@ class PartVote(Node):
         if SCRATCH_ON_FLAGGED_COMPONENT in reasons:
             reasons.remove(SCRATCH_ON_FLAGGED_COMPONENT)
             frames = evidence.pop(SCRATCH_ON_FLAGGED_COMPONENT)
-            if not {"missing_component", "misaligned"} & set(reasons):  # the rules' flag did not hold: a scratch it is
+            if not {MISSING, MISALIGNED} & set(reasons):  # the rules' flag did not hold: a scratch it is
                 self.ctx.count("surface_line_at_unconfirmed_component")
-                if "scratch" not in reasons:
-                    reasons = sorted([*reasons, "scratch"])
-                    evidence["scratch"] = frames
+                if SCRATCH not in reasons:
+                    reasons = sorted([*reasons, SCRATCH])
+                    evidence[SCRATCH] = frames
         verdict = "reject" if reasons else "pass"
         if part.inspected < p["min_frames"]:
             reasons.append(INSUFFICIENT_EVIDENCE)
