@@ -364,6 +364,7 @@ class Conveyor:
             defect_mix=s.defects.mix,
             scratch_length_mm=s.defects.scratch_length_mm,
             scratch_contrast=s.defects.scratch_contrast,
+            scratch_over_component=s.defects.scratch_over_component,
             misaligned_offset_mm=s.defects.misaligned_offset_mm,
             misaligned_rotation_deg=s.defects.misaligned_rotation_deg,
         )

@@ -200,6 +200,7 @@ class PlanParams:
     scratch_contrast: tuple[float, float]
     misaligned_offset_mm: tuple[float, float]
     misaligned_rotation_deg: tuple[float, float]
+    scratch_over_component: float = 0.0  # fraction of scratches drawn through a component
 
 
 def plan_part(
@@ -305,7 +306,17 @@ def plan_part(
 
 
 def _plan_scratch(ptype: PartType, params: PlanParams, rng: np.random.Generator) -> Scratch:
-    points = _scratch_path(ptype, params, rng)
+    # Through a component (training sets): somewhere on its footprint, pins and edges included.
+    # Its numbers come from a child generator, drawn only when asked for: the scenarios' parts stay
+    # as they were, and a part's other draws are the same either way.
+    through, aim = None, None
+    if params.scratch_over_component > 0 and ptype.components:
+        child = rng.spawn(1)[0]
+        spec = ptype.components[int(child.integers(len(ptype.components)))]
+        if child.random() < params.scratch_over_component:
+            through = spec
+            aim = np.array(spec.centre_mm) + (child.uniform(-0.5, 0.5, 2) * np.array(spec.size_mm)) @ _rot(spec.rotation_deg).T
+    points = _scratch_path(ptype, params, rng, aim)
     contrast = float(rng.uniform(*params.scratch_contrast)) * float(rng.choice([-1.0, 1.0]))
     width = float(rng.uniform(0.5, 0.9))
     # A scratch is cut into material: none may run over a hole, where nothing would show it (a
@@ -315,7 +326,7 @@ def _plan_scratch(ptype: PartType, params: PlanParams, rng: np.random.Generator)
     if clearance < 0:
         retry = rng.spawn(1)[0]
         for _ in range(_SCRATCH_TRIES):
-            candidate = _scratch_path(ptype, params, retry)
+            candidate = _scratch_path(ptype, params, retry, aim)
             gap = _hole_clearance(ptype, candidate, width)
             if gap > clearance:
                 points, clearance = candidate, gap
@@ -345,8 +356,9 @@ def _hole_clearance(ptype: PartType, points: np.ndarray, width_mm: float) -> flo
     return best
 
 
-def _scratch_path(ptype: PartType, params: PlanParams, rng: np.random.Generator) -> np.ndarray:
-    """A gently bowed line of the scenario's length (shortened to fit), inside the scratch margin."""
+def _scratch_path(ptype: PartType, params: PlanParams, rng: np.random.Generator, aim: np.ndarray | None = None) -> np.ndarray:
+    """A gently bowed line of the scenario's length (shortened to fit), inside the scratch margin;
+    centred on ``aim`` (mm, part frame) when given, as near as the margin allows."""
     length = float(rng.uniform(*params.scratch_length_mm))
     hx = ptype.length_mm / 2 - ptype.scratch_margin_mm
     hy = ptype.width_mm / 2 - ptype.scratch_margin_mm
@@ -358,6 +370,8 @@ def _scratch_path(ptype: PartType, params: PlanParams, rng: np.random.Generator)
     length *= scale
     half = np.abs(direction) * length / 2
     centre = np.array([rng.uniform(-hx + half[0], hx - half[0]), rng.uniform(-hy + half[1], hy - half[1])])
+    if aim is not None:
+        centre = np.clip(aim, [-hx + half[0], -hy + half[1]], [hx - half[0], hy - half[1]])
     bow = float(rng.uniform(-0.08, 0.08)) * length  # gentle curve
     s = np.linspace(-0.5, 0.5, 9)
     normal = np.array([-direction[1], direction[0]])

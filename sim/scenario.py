@@ -96,6 +96,9 @@ class DefectParams:
     scratch_contrast: tuple[float, float]
     misaligned_offset_mm: tuple[float, float]
     misaligned_rotation_deg: tuple[float, float]
+    # fraction of scratches drawn through a component (chip, fastener) rather than anywhere on the
+    # part: the hardest place to see one. For training sets; the scenarios keep 0 (anywhere).
+    scratch_over_component: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,7 @@ SCHEMA: dict[str, Any] = {
                 "mix": _mix(DEFECT_KINDS),
                 "scratch_length_mm": _range("a number > 0 (mm)", exclusiveMinimum=0),
                 "scratch_contrast": _range("a number in (0, 1]", exclusiveMinimum=0, maximum=1),
+                "scratch_over_component": _num("a number in [0, 1]", minimum=0, maximum=1),
                 "misaligned_offset_mm": _range("a number >= 0 (mm)", minimum=0),
                 "misaligned_rotation_deg": _range("a number in [0, 90] (degrees)", minimum=0, maximum=90),
             }
@@ -479,6 +483,7 @@ def _build(label: str, d: dict[str, Any]) -> Scenario:
         mix=tuple((k, float(v)) for k, v in sorted(df["mix"].items())),
         scratch_length_mm=rng2(df["scratch_length_mm"]),
         scratch_contrast=rng2(df["scratch_contrast"]),
+        scratch_over_component=float(df["scratch_over_component"]),
         misaligned_offset_mm=rng2(df["misaligned_offset_mm"]),
         misaligned_rotation_deg=rng2(df["misaligned_rotation_deg"]),
     )

@@ -212,6 +212,31 @@ def test_a_scratch_shows_along_its_whole_length_never_over_a_hole() -> None:
         assert not unseen, f"part {part.part_id}: its scratch does not show at {unseen[:3]} (mm, part frame)"
 
 
+def test_training_scratches_can_be_sent_through_components_and_the_scenarios_stay_as_they_were() -> None:
+    # defects.scratch_over_component: the fraction of scratches drawn through a chip or fastener,
+    # the hardest place to see one; training sets ask for more of them. Every such path crosses
+    # its component's footprint, and nothing else about the parts changes.
+    over = {"parts.count": 30, "defects.rate": 1.0, "defects.mix": {"scratch": 1.0}}
+    through = Conveyor(load_scenario("nominal", {**over, "defects.scratch_over_component": 1.0}, seed=41))
+    for part, plan in zip(through.parts, through.plans):
+        ptype = PART_TYPES[part.part_type]
+        path = plan.scratch.points_mm
+        samples = np.concatenate([p + (q - p) * np.linspace(0, 1, 40)[:, None] for p, q in zip(path[:-1], path[1:])])
+        crossed = [
+            c.name
+            for c in ptype.components
+            if (np.abs(samples - np.array(c.centre_mm)) <= np.array(c.box_mm[2:]) - np.array(c.centre_mm) + 0.5).all(axis=1).any()
+        ]
+        assert crossed, f"part {part.part_id} ({part.part_type}): its scratch misses every component"
+    anywhere = Conveyor(load_scenario("nominal", over, seed=41))
+    for a, b in zip(anywhere.plans, through.plans):  # only where the scratch lies differs
+        assert (a.truth.part_type, a.placements, a.tint) == (b.truth.part_type, b.placements, b.tint)
+        assert [(d.kind, d.size_mm, d.points_mm.tolist()) for d in a.dust] == [(d.kind, d.size_mm, d.points_mm.tolist()) for d in b.dust]
+        assert a.scratch.contrast == b.scratch.contrast and a.scratch.width_mm == b.scratch.width_mm
+    moved = sum(not np.array_equal(a.scratch.points_mm, b.scratch.points_mm) for a, b in zip(anywhere.plans, through.plans))
+    assert moved >= 25, f"only {moved} of 30 scratches moved onto a component"
+
+
 @pytest.mark.parametrize("exposure_ms", [5.0, 10.0, 20.0])
 def test_motion_blur_extent_matches_belt_speed_times_exposure(exposure_ms: float) -> None:
     """The blurred edge of a part is a ramp as long as the belt moves during the exposure.
