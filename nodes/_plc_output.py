@@ -127,8 +127,10 @@ class PlcOutput(Node):
         self._clock = self.ctx.clock
         try:
             async with self._clock.hold():
-                await asyncio.wait_for(self.link.connect(), self.params["connect_timeout_s"])
-                config = await asyncio.wait_for(self.link.read_config(), self.params["request_timeout_s"])
+                async with asyncio.timeout(self.params["connect_timeout_s"]):
+                    await self.link.connect()
+                async with asyncio.timeout(self.params["request_timeout_s"]):
+                    config = await self.link.read_config()
         except LINK_ERRORS as exc:
             await self._close_link()
             raise ConnectionError(f"PLC at {self.address()} is unreachable ({type(exc).__name__}: {exc}); the line must not run uninspected") from exc
@@ -162,6 +164,15 @@ class PlcOutput(Node):
             log.warning(
                 "PLC at %s releases a part that reaches the gate without a verdict: a verdict that comes too late, "
                 "or none, lets its part go on without it. Switch on positive release in the PLC.",
+                self.address(), extra={"node": self.ctx.node_id},
+            )
+        elif self.params["mode"] == "pulse":
+            # In pulse mode the gate fires only when vision fires it: a part whose reject comes too
+            # late, or never (vision stalled but its heartbeat alive), goes on. Only handshake with
+            # positive release rejects it.
+            log.warning(
+                "PLC at %s is in pulse mode: a part whose reject comes too late, or never, goes on uninspected. "
+                "Handshake mode with positive release rejects it instead.",
                 self.address(), extra={"node": self.ctx.node_id},
             )
 
@@ -241,10 +252,14 @@ class PlcOutput(Node):
 
     # -- talking to the PLC ------------------------------------------------------------------------
     async def _call(self, make_call):
-        """One request under the lock, with a timeout, taking no simulated time."""
+        """One request under the lock, with a timeout, taking no simulated time.
+
+        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` drops a cancellation that
+        arrives as the request completes, and the heartbeat loop would then run on after ``close``."""
         async with self._lock:
             async with self._clock.hold():
-                return await asyncio.wait_for(make_call(), self.params["request_timeout_s"])
+                async with asyncio.timeout(self.params["request_timeout_s"]):
+                    return await make_call()
 
     async def _reconnect(self, why: BaseException, link: PlcLink) -> None:
         """Reopen ``link`` (the one that failed) unless someone already replaced it."""
@@ -261,8 +276,10 @@ class PlcOutput(Node):
                     await self._close_link()
                     self.link = self.make_link()
                     async with self._clock.hold():
-                        await asyncio.wait_for(self.link.connect(), self.params["connect_timeout_s"])
-                        config = await asyncio.wait_for(self.link.read_config(), self.params["request_timeout_s"])
+                        async with asyncio.timeout(self.params["connect_timeout_s"]):
+                            await self.link.connect()
+                        async with asyncio.timeout(self.params["request_timeout_s"]):
+                            config = await self.link.read_config()
                 except LINK_ERRORS as exc:
                     self.ctx.count("reconnect_failed")
                     log.warning("PLC at %s still unreachable (%s); next try in %.1f s", self.address(), exc, min(delay * 2, self.params["reconnect"]["max_delay_s"]), extra={"node": self.ctx.node_id})

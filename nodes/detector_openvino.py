@@ -234,7 +234,8 @@ class OpenVinoDetector(Node):
                 if not future.done():
                     async with clock.hold():
                         try:
-                            await asyncio.wait_for(asyncio.shield(future), self.params["timeout_s"])
+                            async with asyncio.timeout(self.params["timeout_s"]):
+                                await asyncio.shield(future)
                         except TimeoutError:
                             raise TimeoutError(f"OpenVINO did not finish the inference within timeout_s={self.params['timeout_s']:g} s ({self.params['device']})") from None
                 detections = future.result()

@@ -320,7 +320,8 @@ def evaluate(graph: CompiledGraph, *, scenario_label: str = "", progress: bool =
             async with server_cls(virtual, port=plc_port):
                 try:
                     run = await Executor(graph, clock=clock, taps=taps, on_flow_start=[virtual.start]).run()
-                    await asyncio.wait_for(virtual.wait_all_scored(), 60)
+                    async with asyncio.timeout(60):
+                        await virtual.wait_all_scored()
                 finally:
                     virtual.stop()
             report = virtual.report()

@@ -157,7 +157,8 @@ async def _serve(args: argparse.Namespace, geometry: BeltGeometry, stream: Itera
             feeder = asyncio.create_task(_feed(plc, clock, geometry, stream))
             try:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=args.duration_s)
+                    async with asyncio.timeout(args.duration_s):
+                        await stop.wait()
             finally:
                 feeder.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

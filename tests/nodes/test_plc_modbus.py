@@ -114,6 +114,17 @@ def test_a_plc_without_positive_release_is_a_warning_at_start_and_a_late_verdict
     assert plc_report.summary.escapes == sum(p.defective for p in PARTS) > 0
 
 
+def test_a_pulse_mode_plc_is_a_warning_at_start_and_a_late_reject_lets_its_part_through(caplog):
+    # given a PLC in pulse mode (vision fires the gate) and verdicts that come too late
+    plc_report, _ = run_line("{port: PORT, mode: pulse}", mode="pulse", source_params="{late_ms: 2500}")
+    # then the start warned that such parts go on, and they did
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "lineguard.nodes.plc"]
+    assert len(warnings) == 1
+    assert "is in pulse mode: a part whose reject comes too late, or never, goes on uninspected" in warnings[0]
+    assert "Handshake mode with positive release rejects it" in warnings[0]
+    assert plc_report.summary.escapes == sum(p.defective for p in PARTS) > 0
+
+
 def test_a_plc_with_positive_release_starts_without_a_warning(caplog):
     run_line("{port: PORT}")
     assert not [r for r in caplog.records if r.levelname == "WARNING" and r.name == "lineguard.nodes.plc"]
