@@ -158,6 +158,11 @@ class PlcOutput(Node):
         self._last_arrival_ns: int | None = None
         self._failure: BaseException | None = None
         self._reconnect_lock = asyncio.Lock()
+        # set by close(): the background loops end on their own too. A cancellation can be lost
+        # inside a client library (pymodbus waits with asyncio.wait_for, which on Python 3.11
+        # drops a cancel that arrives as its request completes), and a heartbeat that goes on
+        # after close() would keep the run from ending.
+        self._closing = False
 
     def _warn_without_positive_release(self) -> None:
         if self.params["mode"] == "handshake" and not self.config.positive_release:
@@ -183,7 +188,7 @@ class PlcOutput(Node):
             self._tasks.add(task)
 
     def _background_ended(self, task: asyncio.Task[None]) -> None:
-        """The heartbeat or the sender stopped by an error: fail the node loudly, never go on mute."""
+        """The heartbeat, the sender or a pulse stopped by an error: fail the node loudly, never go on mute."""
         if task.cancelled() or task.exception() is None:
             return
         self._failure = task.exception()
@@ -220,25 +225,50 @@ class PlcOutput(Node):
 
     async def flush(self) -> None:
         """End of stream: send what waits, then keep the heartbeat alive until the last part this
-        node was told about has passed the gate (else the PLC would go fail-safe under it)."""
+        node was told about has passed the gate (else the PLC would go fail-safe under it).
+
+        Verdicts still waiting one reconnect cycle after that part has passed (the PLC unreachable)
+        are of no use any more: the node fails, naming their parts, instead of waiting for the PLC
+        forever. A late verdict a reachable PLC still takes (and acks as late) is sent."""
+        end_ns = None if self._last_arrival_ns is None else self._last_arrival_ns + round(self.params["late_fire_mm"] / self.ctx.line["belt_speed_mm_s"] * 1e9)
+        drained = asyncio.ensure_future(self._outbox_drained())
+        if end_ns is not None and self._outbox:
+            cycle_s = self.params["reconnect"]["max_delay_s"] + self.params["connect_timeout_s"] + self.params["request_timeout_s"]
+            passed = asyncio.ensure_future(self._clock.sleep_until_ns(max(end_ns, self._clock.now_ns()) + round(cycle_s * 1e9)))
+            try:
+                await asyncio.wait({drained, passed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                passed.cancel()
+            if not drained.done():
+                drained.cancel()
+                self._raise_if_failed()
+                parts = ", ".join(str(record.part_id) for _, record in list(self._outbox)[:10]) + (", ..." if len(self._outbox) > 10 else "")
+                raise ConnectionError(
+                    f"PLC at {self.address()} did not take {len(self._outbox)} verdicts before their parts passed the gate "
+                    f"(parts {parts}); {'the PLC rejected them for want of a verdict' if self.config.positive_release else 'they went on without a verdict'}"
+                )
+        await drained
+        self._raise_if_failed()
+        if self._pulses:
+            await asyncio.gather(*list(self._pulses))
+        if end_ns is not None:
+            await self._clock.sleep_until_ns(end_ns)
+
+    async def _outbox_drained(self) -> None:
         while self._outbox:
             self._raise_if_failed()
             self._outbox_changed.clear()
             await self._outbox_changed.wait()
-        self._raise_if_failed()
-        if self._pulses:
-            await asyncio.gather(*list(self._pulses))
-        if self._last_arrival_ns is not None:
-            await self._clock.sleep_until_ns(self._last_arrival_ns + round(self.params["late_fire_mm"] / self.ctx.line["belt_speed_mm_s"] * 1e9))
 
     async def close(self) -> None:
-        for task in list(getattr(self, "_tasks", ())) + list(getattr(self, "_pulses", ())):
+        self._closing = True
+        tasks = list(getattr(self, "_tasks", ())) + list(getattr(self, "_pulses", ()))
+        for task in tasks:
             task.cancel()
-        for task in list(getattr(self, "_tasks", ())) + list(getattr(self, "_pulses", ())):
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        if tasks:
+            # asyncio.wait, not await-and-ignore: a cancellation of close() itself goes on to its
+            # caller; the tasks' own errors were reported by _background_ended
+            await asyncio.wait(tasks)
         await self._close_link()
 
     async def _close_link(self) -> None:
@@ -270,7 +300,7 @@ class PlcOutput(Node):
             log.error("PLC at %s lost (%s: %s); reconnecting, %d verdicts wait in the outbox; the PLC rejects every part while the heartbeat is missing",
                       self.address(), type(why).__name__, why, len(self._outbox), extra={"node": self.ctx.node_id})
             delay = self.params["reconnect"]["first_delay_s"]
-            while True:
+            while not self._closing:
                 await self._clock.sleep(delay)
                 try:
                     await self._close_link()
@@ -294,7 +324,7 @@ class PlcOutput(Node):
 
     async def _heartbeat_loop(self) -> None:
         period_s = self.params["heartbeat_period_ms"] / 1000
-        while True:
+        while not self._closing:
             self._heartbeat = self._heartbeat % 30000 + 1
             link = self.link
             try:
@@ -305,7 +335,7 @@ class PlcOutput(Node):
             await self._clock.sleep(period_s)
 
     async def _sender_loop(self) -> None:
-        while True:
+        while not self._closing:
             while not self._outbox:
                 self._outbox_changed.clear()
                 await self._outbox_changed.wait()
@@ -357,10 +387,12 @@ class PlcOutput(Node):
             record.outcome = "passed"
             self._pulses.add(task := asyncio.create_task(self._finish(envelope, record)))
             task.add_done_callback(self._pulses.discard)
+            task.add_done_callback(self._background_ended)
             return
         task = asyncio.create_task(self._pulse(envelope, record), name=f"lineguard-{self.ctx.node_id}-pulse-{record.part_id}")
         self._pulses.add(task)
         task.add_done_callback(self._pulses.discard)
+        task.add_done_callback(self._background_ended)  # a pulse that failed fails the node
 
     async def _pulse(self, envelope: Envelope, record: AuditRecord) -> None:
         now = self._clock.now_ns()
@@ -373,6 +405,12 @@ class PlcOutput(Node):
                 record.alarms.append("deadline_missed")
             await self._clock.sleep_until_ns(record.arrival_t_ns)
             for _attempt in range(3):
+                # a reconnect takes time: a gate fired after the window rejects whatever is there then
+                if self._clock.now_ns() > record.arrival_t_ns + window_ns:
+                    record.outcome = "missed"
+                    if "deadline_missed" not in record.alarms:
+                        record.alarms.append("deadline_missed")
+                    break
                 link = self.link
                 try:
                     await self._call(link.fire_gate)
@@ -380,6 +418,11 @@ class PlcOutput(Node):
                 except LINK_ERRORS as exc:
                     record.attempts += 1
                     await self._reconnect(exc, link)
+                except Exception:  # not a link error: the gate was not fired; say so, then fail the node
+                    record.outcome = "missed"
+                    record.alarms.append("gate_error")
+                    await self._finish(envelope, record)
+                    raise
             else:
                 record.outcome = "missed"
             if record.outcome != "missed":

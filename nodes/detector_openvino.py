@@ -265,8 +265,8 @@ class OpenVinoDetector(Node):
         emitter, self._emitter = getattr(self, "_emitter", None), None
         if emitter is not None and not emitter.done():
             emitter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await emitter
+            # asyncio.wait, not await-and-suppress: a cancellation of close() itself goes on
+            await asyncio.wait({emitter})
         queue, self._queue = getattr(self, "_queue", None), None
         if queue is not None:
             await self.ctx.clock.run_in_thread(queue.wait_all)  # no callback may outlive the node

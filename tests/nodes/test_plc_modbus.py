@@ -125,6 +125,32 @@ def test_a_pulse_mode_plc_is_a_warning_at_start_and_a_late_reject_lets_its_part_
     assert plc_report.summary.escapes == sum(p.defective for p in PARTS) > 0
 
 
+def test_in_pulse_mode_a_reject_that_could_not_be_fired_in_its_window_is_never_fired_later():
+    # given a PLC in pulse mode whose link drops 30 ms before a defective part reaches the gate and
+    # comes back 250 ms later (100 mm of belt: past the gate window, near the next part)
+    first_bad = min((p for p in PARTS if p.defective), key=lambda p: p.t_at_reject_ns(GEOMETRY))
+    t_gate_s = first_bad.t_at_reject_ns(GEOMETRY) / 1e9
+    audit: list = []
+    plc_report, _ = run_line("{port: PORT, mode: pulse, reconnect: {first_delay_s: 0.1, max_delay_s: 0.2}}", mode="pulse", audit=audit, outage_s=(t_gate_s - 0.03, t_gate_s + 0.25))
+    # then its reject is an alarm, "missed", and the gate was not fired at whatever passed later
+    record = next(a.payload for a in audit if a.payload.part_id == first_bad.part_id)
+    assert (record.outcome, record.alarms) == ("missed", ["deadline_missed"])
+    assert plc_report.summary.misfires == 0
+    assert all(p.outcome in ("correct_reject", "correct_pass") for p in plc_report.parts if p.part_id != first_bad.part_id)
+
+
+def test_a_plc_that_is_gone_at_the_end_of_the_stream_fails_the_run_once_the_last_part_has_passed():
+    # given a PLC that goes away 5 s into the run and comes back only an hour later; the last
+    # part is seen at 6.5 s and reaches the gate at 8.5 s
+    last_arrival_s = max(p.t_at_reject_ns(GEOMETRY) for p in PARTS) / 1e9
+    # then the run ends in an error naming the parts whose verdicts never reached the PLC, one
+    # reconnect cycle (0.4 + 5 + 1 s) after the last part passed the gate, instead of waiting for
+    # the PLC forever
+    plc_report, failed_at_ns = run_line("{port: PORT, reconnect: {first_delay_s: 0.1, max_delay_s: 0.4}}", outage_s=(5.0, 3600.0), fails=r"PLC at modbus://127\.0\.0\.1:\d+ did not take \d+ verdicts before their parts passed the gate \(parts \d+(, \d+)*\); the PLC rejected them for want of a verdict")
+    assert last_arrival_s + 6.4 < failed_at_ns / 1e9 < last_arrival_s + 6.5
+    assert plc_report.summary.escapes == 0
+
+
 def test_a_plc_with_positive_release_starts_without_a_warning(caplog):
     run_line("{port: PORT}")
     assert not [r for r in caplog.records if r.levelname == "WARNING" and r.name == "lineguard.nodes.plc"]

@@ -29,16 +29,19 @@ nodes:
     return compile_document(load_text(text, "line.yaml"), registry)
 
 
-def run_line(mode: str, no_verdict: str = "reject"):
+def run_line(mode: str, no_verdict: str = "reject", gate_writable: bool = True):
     async def main():
         clock = Clock()
         plc = VirtualPlc(GEOMETRY, PARTS, clock, mode=mode, heartbeat_timeout_ms=300, no_verdict=no_verdict)
         async with OpcUaPlcServer(plc, port=free_loopback_port()) as server:
+            if not gate_writable:  # a PLC whose access rights refuse the gate to the vision side
+                await server._nodes["Gate"].set_writable(False)
             audit: list = []
             executor = Executor(graph(f"{{endpoint: '{server.endpoint}', mode: {mode}}}"), clock=clock, on_flow_start=[plc.start], taps={"plc.audit": audit.append})
             try:
                 await executor.run()
-                await asyncio.wait_for(plc.wait_all_scored(), 30)
+                async with asyncio.timeout(30):
+                    await plc.wait_all_scored()
             finally:
                 plc.stop()
         return plc.report(), audit
@@ -54,6 +57,19 @@ def test_every_defective_part_is_rejected_at_the_gate_and_every_good_one_passes(
     assert (s.escapes, s.false_rejects, s.fail_safe_rejects) == (0, 0, 0), s
     assert s.rejected == sum(p.defective for p in PARTS) and s.timing_error_max_abs_mm <= 1.0
     assert sorted(a.payload.part_id for a in audit) == sorted(p.part_id for p in PARTS)
+
+
+def test_a_gate_the_plc_refuses_to_fire_stops_the_line_and_its_part_is_on_record(caplog):
+    # given a pulse-mode PLC that refuses the vision side's writes to its gate (an OPC UA status
+    # error, not a lost link)
+    first_bad = min((p for p in PARTS if p.defective), key=lambda p: p.t_at_reject_ns(GEOMETRY))
+    # then the line stops with the PLC's reason
+    with pytest.raises(NodeFailure, match=r"node 'plc' \(plc\.opcua@v1\) failed: BadUserAccessDenied"):
+        run_line("pulse", gate_writable=False)
+    # and the part whose reject was not fired is an alarm when it happened, not only at the end
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name == "lineguard.nodes.plc"]
+    assert errors[0].startswith(f"part {first_bad.part_id} (reject): gate_error, missed; PLC at opc.tcp://127.0.0.1:")
+    assert "PLC output to opc.tcp://127.0.0.1:" in errors[1] and "stopped: BadUserAccessDenied" in errors[1]
 
 
 @pytest.mark.parametrize(("no_verdict", "warned"), [("reject", False), ("pass", True)])
