@@ -214,8 +214,8 @@ class PartVerdict:
     frame ids that showed it (the first few). ``position_mm`` is the part centre's belt position at
     the last sighting (``last_t_ns``, ``last_encoder``). ``arrival_t_ns`` / ``arrival_encoder``
     predict when the part centre reaches the gate (``reject_distance_mm``); ``arrival_encoder`` is
-    None when the camera has no encoder. ``decided_by``: ``exit_line``, ``track_ended`` or
-    ``end_of_stream``. ``truth_part_id`` is sim-only (for scoring).
+    None when the camera has no encoder. ``decided_by``: ``exit_line``, ``track_ended``,
+    ``stale`` (no sighting for ``stale_frames``, its track never ended) or ``end_of_stream``. ``truth_part_id`` is sim-only (for scoring).
     """
 
     part_id: int

@@ -68,7 +68,9 @@ class PartVote(Node):
 
     The verdict is decided when the part's centre crosses ``exit_x_px`` (image column), or when its
     track ends (it left the image or stayed lost), or at the end of the stream (``flush``): exactly
-    one verdict per track, never none. Later sightings of a decided part are ignored, and so is a
+    one verdict per track, never none. A part not seen for ``stale_frames`` frames whose track never
+    ended (a tracker restarted under it) is decided then, so state stays bounded on a line that
+    runs for months. Later sightings of a decided part are ignored, and so is a
     track that re-identifies a part already decided (an id switch).
 
     The verdict predicts when the part centre reaches the reject gate, the line's
@@ -103,6 +105,7 @@ class PartVote(Node):
                 "description": "Per defect kind: it must also show in at least this fraction of all the frames that judged it. A missing or misplaced component stays so for the whole pass; an operator's hand over a good part hides its components only for a while.",
             },
             "exit_x_px": {"type": ["number", "null"], "minimum": 0, "default": None, "description": "Decide when the part centre crosses this image column; null: when its track ends."},
+            "stale_frames": {"type": "integer", "minimum": 1, "default": 300, "description": "Decide a part not seen for this many frames whose track never ended (more than the tracker's max_lost_frames)."},
         },
     }
 
@@ -141,6 +144,10 @@ class PartVote(Node):
             part = self.parts.get(tid)
             if part is not None:
                 await self._decide(part, envelope, "track_ended")
+        stale = [p for p in self.parts.values() if envelope.frame_id - p.last_frame_id > self.params["stale_frames"]]
+        for part in sorted(stale, key=lambda p: (p.first_frame_id, p.track_id)):
+            self.ctx.count("stale_part_decided")
+            await self._decide(part, envelope, "stale")
 
     async def flush(self) -> None:
         """End of stream: every part still open gets its verdict now, in the order they came."""

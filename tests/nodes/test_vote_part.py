@@ -171,6 +171,22 @@ def test_at_the_end_of_the_stream_every_open_part_gets_its_verdict_in_belt_order
     assert len(line.verdicts) == 3
 
 
+def test_a_part_whose_track_never_ends_is_decided_once_it_has_not_been_seen_for_stale_frames():
+    # given a scratched part seen in 4 frames whose track then vanishes without ending (a tracker
+    # restarted under it), while other parts go on passing
+    line = Line(stale_frames=30)
+    for _ in range(4):
+        line.feed([seen(1, "scratch")])
+    for frame in range(40):
+        line.feed([seen(2)])
+    # then it got its verdict, rejected for what was seen, 31 frames after its last sighting, and
+    # the vote holds no state for it any more
+    (v,) = line.verdicts
+    assert (v.part_id, v.verdict, v.reasons, v.decided_by, v.last_frame_id) == (1, "reject", ("scratch",), "stale", 3)
+    assert line.rec.out["verdicts"][0].frame_id == 3 + 31
+    assert set(line.node.parts) == {2} and line.rec.events["stale_part_decided"] == 1
+
+
 def test_a_part_that_comes_back_under_a_new_id_after_its_verdict_gets_no_second_one():
     line = Line()
     for _ in range(5):
