@@ -395,39 +395,35 @@ class PlcOutput(Node):
         task.add_done_callback(self._background_ended)  # a pulse that failed fails the node
 
     async def _pulse(self, envelope: Envelope, record: AuditRecord) -> None:
-        now = self._clock.now_ns()
         window_ns = round(self.params["late_fire_mm"] / self.ctx.line["belt_speed_mm_s"] * 1e9)
-        if now > record.arrival_t_ns + window_ns:
-            record.outcome = "missed"
+        if self._clock.now_ns() > self._deadline_ns(record):
             record.alarms.append("deadline_missed")
-        else:
-            if now > self._deadline_ns(record):
-                record.alarms.append("deadline_missed")
-            await self._clock.sleep_until_ns(record.arrival_t_ns)
-            for _attempt in range(3):
-                # a reconnect takes time: a gate fired after the window rejects whatever is there then
-                if self._clock.now_ns() > record.arrival_t_ns + window_ns:
-                    record.outcome = "missed"
-                    if "deadline_missed" not in record.alarms:
-                        record.alarms.append("deadline_missed")
-                    break
-                link = self.link
-                try:
-                    await self._call(link.fire_gate)
-                    break
-                except LINK_ERRORS as exc:
-                    record.attempts += 1
-                    await self._reconnect(exc, link)
-                except Exception:  # not a link error: the gate was not fired; say so, then fail the node
-                    record.outcome = "missed"
-                    record.alarms.append("gate_error")
-                    await self._finish(envelope, record)
-                    raise
-            else:
+        await self._clock.sleep_until_ns(record.arrival_t_ns)
+        for _attempt in range(3):
+            # past the window (the verdict came too late, or a reconnect took the time), a gate
+            # fired now would reject whatever is there then
+            if self._clock.now_ns() > record.arrival_t_ns + window_ns:
                 record.outcome = "missed"
-            if record.outcome != "missed":
-                record.acked_t_ns = self._clock.now_ns()
-                record.outcome = "fired_late" if "deadline_missed" in record.alarms else "fired"
+                if "deadline_missed" not in record.alarms:
+                    record.alarms.append("deadline_missed")
+                break
+            link = self.link
+            try:
+                await self._call(link.fire_gate)
+                break
+            except LINK_ERRORS as exc:
+                record.attempts += 1
+                await self._reconnect(exc, link)
+            except Exception:  # not a link error: the gate was not fired; say so, then fail the node
+                record.outcome = "missed"
+                record.alarms.append("gate_error")
+                await self._finish(envelope, record)
+                raise
+        else:
+            record.outcome = "missed"
+        if record.outcome != "missed":
+            record.acked_t_ns = self._clock.now_ns()
+            record.outcome = "fired_late" if "deadline_missed" in record.alarms else "fired"
         await self._finish(envelope, record)
 
     async def _finish(self, envelope: Envelope, record: AuditRecord) -> None:

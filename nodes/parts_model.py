@@ -215,7 +215,8 @@ class PartVerdict:
     the last sighting (``last_t_ns``, ``last_encoder``). ``arrival_t_ns`` / ``arrival_encoder``
     predict when the part centre reaches the gate (``reject_distance_mm``); ``arrival_encoder`` is
     None when the camera has no encoder. ``decided_by``: ``exit_line``, ``track_ended``,
-    ``stale`` (no sighting for ``stale_frames``, its track never ended) or ``end_of_stream``. ``truth_part_id`` is sim-only (for scoring).
+    ``stale`` (no sighting for ``stale_frames``, its track never ended) or ``end_of_stream``.
+    ``truth_part_id`` is sim-only (for scoring).
     """
 
     part_id: int

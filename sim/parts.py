@@ -309,12 +309,11 @@ def _plan_scratch(ptype: PartType, params: PlanParams, rng: np.random.Generator)
     # Through a component (training sets): somewhere on its footprint, pins and edges included.
     # Its numbers come from a child generator, drawn only when asked for: the scenarios' parts stay
     # as they were, and a part's other draws are the same either way.
-    through, aim = None, None
+    aim = None
     if params.scratch_over_component > 0 and ptype.components:
         child = rng.spawn(1)[0]
         spec = ptype.components[int(child.integers(len(ptype.components)))]
         if child.random() < params.scratch_over_component:
-            through = spec
             aim = np.array(spec.centre_mm) + (child.uniform(-0.5, 0.5, 2) * np.array(spec.size_mm)) @ _rot(spec.rotation_deg).T
     points = _scratch_path(ptype, params, rng, aim)
     contrast = float(rng.uniform(*params.scratch_contrast)) * float(rng.choice([-1.0, 1.0]))
