@@ -3,7 +3,11 @@
 What every PLC output does, whatever the protocol:
 
 - **heartbeat**: a new heartbeat value every ``heartbeat_period_ms``; the PLC goes fail-safe (rejects
-  everything) when it stops, so a dead vision side can never let parts through.
+  everything) when it stops, so a dead vision side can never let parts through. It beats only while
+  inspection is alive: when the nodes feeding the verdicts have handled no frame captured within
+  ``vision_timeout_ms`` (a camera that stopped delivering, a detector stuck in a call), it is
+  withheld, loudly, until frames flow again. Once the verdicts' stream has ended it beats on until
+  the last part has passed the gate.
 - **outbox**: verdicts wait in a bounded queue, in order, until the PLC has acknowledged them; a lost
   connection is reopened with backoff and the same command is sent again (the PLC ignores a repeated
   strobe, so nothing is doubled). When the outbox is full the graph is held back, never emptied.
@@ -34,6 +38,7 @@ log = logging.getLogger("lineguard.nodes.plc")
 VERDICT_CODE = {"pass": 1, "reject": 2}
 # What a lost or stuck connection raises; links turn their library's errors into these.
 LINK_ERRORS = (OSError, asyncio.TimeoutError, ConnectionError)
+_ACK_POLL_S = 0.005  # how often a handshake ack is read while the PLC has not answered yet
 ACK_STATUS = {0: "none", 1: "accepted", 2: "late", 3: "invalid_verdict", 4: "shift_register_full"}
 
 
@@ -65,7 +70,8 @@ class PlcLink:
     async def read_encoder(self) -> int: ...
     async def write_heartbeat(self, value: int) -> None: ...
     async def fire_gate(self) -> None: ...
-    async def send_command(self, *, part_id: int, encoder_at_capture: int, position_at_capture_counts: int, verdict: int, strobe: int) -> PlcAck: ...
+    async def write_command(self, *, part_id: int, encoder_at_capture: int, position_at_capture_counts: int, verdict: int, strobe: int) -> None: ...
+    async def read_ack(self) -> PlcAck: ...
 
 
 @dataclass
@@ -91,9 +97,21 @@ class AuditRecord:
 COMMON_PARAMS: dict[str, Any] = {
     "mode": {"enum": ["handshake", "pulse"], "default": "handshake", "description": "handshake: the PLC's shift register times the gate; pulse: vision fires the gate at the part's arrival."},
     "heartbeat_period_ms": {"type": "number", "minimum": 10, "maximum": 10000, "default": 100},
+    "vision_timeout_ms": {
+        "type": ["number", "null"],
+        "exclusiveMinimum": 0,
+        "default": 2000,
+        "description": "The heartbeat is withheld (the PLC goes fail-safe) while the nodes feeding the verdicts have handled no frame captured within this long: a dead camera or a stuck detector. null: off.",
+    },
     "connect_timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 5},
     "request_timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 1},
     "outbox_size": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 256},
+    "ack_timeout_ms": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "default": 250,
+        "description": "Handshake: how long the PLC may take to ack a command (it does so on its next scan; the ack is read every 5 ms). Longer is a lost link: reconnect, send again.",
+    },
     "deadline_margin_ms": {"type": "number", "minimum": 0, "default": 20, "description": "A command must be acknowledged this long before the part reaches the gate."},
     "late_fire_mm": {"type": "number", "minimum": 0, "default": 15, "description": "Pulse mode: a reject whose part is past the gate by less than this still fires."},
     "reconnect": {
@@ -163,6 +181,8 @@ class PlcOutput(Node):
         # drops a cancel that arrives as its request completes), and a heartbeat that goes on
         # after close() would keep the run from ending.
         self._closing = False
+        self._draining = False  # flush(): the stream ended on purpose, no more frames to expect
+        self._withheld_since_ns: int | None = None
 
     def _warn_without_positive_release(self) -> None:
         if self.params["mode"] == "handshake" and not self.config.positive_release:
@@ -173,8 +193,9 @@ class PlcOutput(Node):
             )
         elif self.params["mode"] == "pulse":
             # In pulse mode the gate fires only when vision fires it: a part whose reject comes too
-            # late, or never (vision stalled but its heartbeat alive), goes on. Only handshake with
-            # positive release rejects it.
+            # late, or never (a part the tracker lost while frames still flow), goes on. Only
+            # handshake with positive release rejects it. (A vision side that stops altogether
+            # stops the heartbeat: see vision_timeout_ms.)
             log.warning(
                 "PLC at %s is in pulse mode: a part whose reject comes too late, or never, goes on uninspected. "
                 "Handshake mode with positive release rejects it instead.",
@@ -182,6 +203,7 @@ class PlcOutput(Node):
             )
 
     async def start(self) -> None:
+        self._started_ns = self._clock.now_ns()
         for work, name in ((self._heartbeat_loop, "heartbeat"), (self._sender_loop, "sender")):
             task = asyncio.create_task(work(), name=f"lineguard-{self.ctx.node_id}-{name}")
             task.add_done_callback(self._background_ended)
@@ -230,6 +252,7 @@ class PlcOutput(Node):
         Verdicts still waiting one reconnect cycle after that part has passed (the PLC unreachable)
         are of no use any more: the node fails, naming their parts, instead of waiting for the PLC
         forever. A late verdict a reachable PLC still takes (and acks as late) is sent."""
+        self._draining = True
         end_ns = None if self._last_arrival_ns is None else self._last_arrival_ns + round(self.params["late_fire_mm"] / self.ctx.line["belt_speed_mm_s"] * 1e9)
         drained = asyncio.ensure_future(self._outbox_drained())
         if end_ns is not None and self._outbox:
@@ -322,9 +345,36 @@ class PlcOutput(Node):
                 log.warning("PLC at %s reconnected; sending %d waiting verdicts", self.address(), len(self._outbox), extra={"node": self.ctx.node_id})
                 return
 
+    def _vision_stalled(self) -> bool:
+        """Whether inspection has stopped: no frame captured within ``vision_timeout_ms`` has been
+        handled by the nodes feeding the verdicts (counted from start() before the first frame).
+        Says so once when it stops and once when it resumes."""
+        timeout_ms = self.params["vision_timeout_ms"]
+        if timeout_ms is None or self._draining:
+            stalled = False
+        else:
+            newest = self.ctx.inputs_newest_ns()
+            since = self._started_ns if newest is None else max(newest, self._started_ns)
+            stalled = self._clock.now_ns() - since > timeout_ms * 1e6
+        if stalled and self._withheld_since_ns is None:
+            self._withheld_since_ns = self._clock.now_ns()
+            self.ctx.count("vision_stalled")
+            log.error(
+                "no frame has been inspected for %.1f s (a dead camera, a stuck detector or a stalled graph upstream): "
+                "heartbeat withheld, the PLC at %s rejects every part until inspection resumes",
+                timeout_ms / 1000, self.address(), extra={"node": self.ctx.node_id},
+            )
+        elif not stalled and self._withheld_since_ns is not None:
+            log.warning("inspection resumed after %.1f s; heartbeat to the PLC at %s again", (self._clock.now_ns() - self._withheld_since_ns) / 1e9, self.address(), extra={"node": self.ctx.node_id})
+            self._withheld_since_ns = None
+        return stalled
+
     async def _heartbeat_loop(self) -> None:
         period_s = self.params["heartbeat_period_ms"] / 1000
         while not self._closing:
+            if self._vision_stalled():
+                await self._clock.sleep(period_s)
+                continue
             self._heartbeat = self._heartbeat % 30000 + 1
             link = self.link
             try:
@@ -369,10 +419,16 @@ class PlcOutput(Node):
         arrival_count = record.arrival_encoder if record.arrival_encoder is not None else round(record.arrival_t_ns / 1e9 * self.ctx.line["belt_speed_mm_s"] * cpm)
         encoder_at_capture = arrival_count - self.config.reject_distance_counts
         strobe = self._strobe
-        ack = await self._call(lambda: link.send_command(part_id=record.part_id, encoder_at_capture=encoder_at_capture, position_at_capture_counts=0, verdict=VERDICT_CODE[record.verdict], strobe=strobe))
+        await self._call(lambda: link.write_command(part_id=record.part_id, encoder_at_capture=encoder_at_capture, position_at_capture_counts=0, verdict=VERDICT_CODE[record.verdict], strobe=strobe))
+        # a PLC takes the command on its next scan: read its ack until it answers this strobe
+        give_up_ns = self._clock.now_ns() + round(self.params["ack_timeout_ms"] * 1e6)
+        while (ack := await self._call(link.read_ack)).ack != strobe:
+            if self._clock.now_ns() >= give_up_ns:
+                raise ConnectionError(f"PLC did not ack strobe {strobe} within {self.params['ack_timeout_ms']:g} ms (its ack shows strobe {ack.ack})")
+            await self._clock.sleep(_ACK_POLL_S)
         record.acked_t_ns = self._clock.now_ns()
-        if ack.ack != strobe:
-            raise ConnectionError(f"PLC acked strobe {ack.ack}, expected {strobe}")
+        if ack.part_id != record.part_id:  # not a link error: resending under the same strobe would be ignored
+            raise RuntimeError(f"PLC acked strobe {strobe} for part {ack.part_id}, but it was sent for part {record.part_id}: does another client write the command?")
         record.ack_status = ACK_STATUS.get(ack.status, str(ack.status))
         if ack.status == 2:
             record.outcome = "late"

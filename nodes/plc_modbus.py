@@ -70,9 +70,12 @@ class ModbusLink(PlcLink):
         _ok(await self.client.write_coil(0, True, device_id=self.unit))
 
     @_link_errors
-    async def send_command(self, *, part_id, encoder_at_capture, position_at_capture_counts, verdict, strobe) -> PlcAck:
+    async def write_command(self, *, part_id, encoder_at_capture, position_at_capture_counts, verdict, strobe) -> None:
         words = self._words(part_id, DT.UINT32) + self._words(encoder_at_capture) + self._words(position_at_capture_counts) + [verdict, strobe]
         _ok(await self.client.write_registers(1, words, device_id=self.unit))  # one request, strobe last
+
+    @_link_errors
+    async def read_ack(self) -> PlcAck:
         ir = _ok(await self.client.read_input_registers(2, count=14, device_id=self.unit)).registers
         return PlcAck(ack=ir[0], part_id=int(self.client.convert_from_registers(ir[1:3], DT.UINT32)), status=ir[3], arrival_count=self._i32(ir[12:14]))
 

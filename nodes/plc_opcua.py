@@ -41,12 +41,15 @@ class OpcUaLink(PlcLink):
     async def fire_gate(self) -> None:
         await self.node["Gate"].write_value(ua.Variant(True, ua.VariantType.Boolean))
 
-    async def send_command(self, *, part_id, encoder_at_capture, position_at_capture_counts, verdict, strobe) -> PlcAck:
+    async def write_command(self, *, part_id, encoder_at_capture, position_at_capture_counts, verdict, strobe) -> None:
         n = self.node
         await self.client.write_values(  # one Write service call, Strobe last
             [n["PartId"], n["EncoderAtCapture"], n["PositionAtCaptureCounts"], n["Verdict"], n["Strobe"]],
             [ua.Variant(v, INT32) for v in (part_id, encoder_at_capture, position_at_capture_counts, verdict, strobe)],
         )
+
+    async def read_ack(self) -> PlcAck:
+        n = self.node
         values = await self.client.read_values([n["Ack"], n["AckPartId"], n["AckStatus"], n["AckArrivalCount"]])
         return PlcAck(*(int(v) for v in values))
 

@@ -67,6 +67,8 @@ class _Emitter:
                 tap(envelope)
         if rt.is_source:
             rt.emitted_frames += 1
+            if rt.newest_t_ns is None or envelope.t_capture_ns > rt.newest_t_ns:
+                rt.newest_t_ns = envelope.t_capture_ns
 
     def is_wired(self, port: str) -> bool:
         return bool(self.outputs.get(port)) or port in self.taps
@@ -98,6 +100,8 @@ class NodeRuntime:
     process_count: int = 0
     process_total_ns: int = 0
     restart_times_ns: deque[int] = field(default_factory=deque)
+    # capture time of the newest envelope the node has handled (processed, or emitted by a source)
+    newest_t_ns: int | None = None
 
     @property
     def type_id(self) -> str:
@@ -263,7 +267,13 @@ class Executor:
     def _make(self, rt: NodeRuntime) -> Node:
         logger = logging.LoggerAdapter(logging.getLogger(f"lineguard.node.{rt.id}"), {"node": rt.id})
         assert self.clock is not None
-        ctx = NodeContext(rt.id, self.clock, self.graph.line, _Emitter(rt, self._outputs[rt.id], self.max_frames, self), logger)
+        feeders = [self.runtimes[n] for n in dict.fromkeys(w.src_node for w in self.graph.inputs_of(rt.id))]
+
+        def inputs_newest_ns() -> int | None:
+            times = [f.newest_t_ns for f in feeders if f.newest_t_ns is not None]
+            return max(times) if times else None
+
+        ctx = NodeContext(rt.id, self.clock, self.graph.line, _Emitter(rt, self._outputs[rt.id], self.max_frames, self), logger, inputs_newest_ns)
         return self._node_factory(rt.spec, ctx)
 
     async def _run_node(self, rt: NodeRuntime) -> None:
@@ -334,6 +344,8 @@ class Executor:
                 await self._on_error(rt, envelope.frame_id, exc)
                 continue
             dt = perf() - t0
+            if rt.newest_t_ns is None or envelope.t_capture_ns > rt.newest_t_ns:
+                rt.newest_t_ns = envelope.t_capture_ns
             timings.append(dt)
             rt.process_count += 1
             rt.process_total_ns += dt

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -58,12 +58,19 @@ class OutPort:
 class NodeContext:
     """What a running node may use: its id, the clock, the line settings, a logger, and ``emit``."""
 
-    def __init__(self, node_id: str, clock: "Clock", line: Mapping[str, Any], emitter: Any, logger: Any) -> None:
+    def __init__(self, node_id: str, clock: "Clock", line: Mapping[str, Any], emitter: Any, logger: Any, inputs_newest_ns: Callable[[], int | None] | None = None) -> None:
         self.node_id = node_id
         self.clock = clock
         self.line = line
         self._emitter = emitter
         self.log = logger
+        self._inputs_newest_ns = inputs_newest_ns
+
+    def inputs_newest_ns(self) -> int | None:
+        """Capture time of the newest envelope the nodes feeding this one have handled (processed,
+        or emitted by a source); None before the first. Upstream of a PLC output this says whether
+        inspection is alive: a dead camera or a stuck detector leaves it behind the clock."""
+        return self._inputs_newest_ns() if self._inputs_newest_ns is not None else None
 
     async def emit(self, port: str, envelope: Envelope) -> None:
         """Send ``envelope`` on output ``port`` to every wired input (may wait under ``block``)."""

@@ -394,6 +394,7 @@ class VirtualPlc:
         gate_pulse_ms: float = 50.0,
         shift_register_size: int = 64,
         no_verdict: NoVerdict = "reject",
+        ack_delay_ms: float = 0.0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
@@ -405,7 +406,11 @@ class VirtualPlc:
             raise ValueError(f"gate_pulse_ms: expected > 0, got {gate_pulse_ms}")
         if shift_register_size < 1:
             raise ValueError(f"shift_register_size: expected >= 1, got {shift_register_size}")
+        if not ack_delay_ms >= 0:
+            raise ValueError(f"ack_delay_ms: expected >= 0, got {ack_delay_ms}")
         self.geometry = geometry
+        # a real PLC takes a command on its next scan: its ack shows this long after the strobe
+        self.ack_delay_ms = float(ack_delay_ms)
         self.clock = clock
         self.mode: str = mode
         self.heartbeat_timeout_ms = float(heartbeat_timeout_ms)
@@ -439,6 +444,7 @@ class VirtualPlc:
         # centre reaches the gate still releases it
         self._shifted_out: deque[_ShiftEntry] = deque(maxlen=shift_register_size)
         self._last_ack: HandshakeAck | None = None
+        self._shown_ack: HandshakeAck | None = None  # what the ack registers show (ack_delay_ms after)
         self._commands: list[CommandRecord] = []
         self._misfires = 0
         self._refused = 0
@@ -534,7 +540,7 @@ class VirtualPlc:
             gate_active=self.gate_active,
             fail_safe=self._fail_safe,
             shift_register_depth=len(self._shift_register),
-            ack=self._last_ack,
+            ack=self._shown_ack,
         )
 
     # -- what the vision side writes ---------------------------------------------------------------
@@ -571,7 +577,8 @@ class VirtualPlc:
         )
 
     def strobe(self, command: HandshakeCommand) -> HandshakeAck | None:
-        """Handshake mode: the strobe word was written. Returns the ack (also in :meth:`status`).
+        """Handshake mode: the strobe word was written. Returns the ack (in :meth:`status` from
+        ``ack_delay_ms`` later, as a PLC's ack registers show it after its next scan).
 
         Only a strobe value different from the last one acked (0 before the first) is a new
         command; writing the same value again is ignored and returns the previous ack (None
@@ -618,6 +625,11 @@ class VirtualPlc:
             self._shift_register.append(entry)
         ack = HandshakeAck(command.strobe, command.part_id, status, arrival)
         self._last_ack = ack
+        if self.ack_delay_ms > 0:
+            assert self._loop is not None
+            self._loop.call_later(self.ack_delay_ms / 1000, self._show_ack, ack)
+        else:
+            self._shown_ack = ack
         self._commands.append(
             CommandRecord(
                 now, "handshake", status.name.lower(), command.part_id, command.verdict,
@@ -853,6 +865,10 @@ class VirtualPlc:
             self._all_scored.set()
         else:
             self._all_scored.clear()
+
+    def _show_ack(self, ack: HandshakeAck) -> None:
+        self._shown_ack = ack  # delays are equal, so acks show in the order they were made
+        self._notify()
 
     def _notify(self) -> None:
         for listener in list(self._listeners):

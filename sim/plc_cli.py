@@ -56,6 +56,7 @@ def register(sim_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=MODES, default="handshake", help="reject mode (default: handshake)")
     p.add_argument("--heartbeat-timeout-ms", type=float, default=500.0, metavar="MS", help="watchdog: no heartbeat change for this long => reject every part (0 = off; default 500)")
     p.add_argument("--no-verdict", choices=NO_VERDICT, default="reject", help="handshake: a part reaching the gate without an accepted verdict is rejected (positive release, the default) or let pass")
+    p.add_argument("--ack-delay-ms", type=float, default=0.0, metavar="MS", help="handshake: a command's ack shows this long after its strobe, as on a PLC's next scan (default 0)")
     p.add_argument("--gate-pulse-ms", type=float, default=50.0, metavar="MS", help="how long one firing keeps the gate active (default 50)")
     p.add_argument("--belt-speed-mm-s", type=float, default=400.0, metavar="V", help="default 400")
     p.add_argument("--reject-distance-mm", type=float, default=800.0, metavar="MM", help="camera axis to reject gate (default 800)")
@@ -136,6 +137,7 @@ async def _serve(args: argparse.Namespace, geometry: BeltGeometry, stream: Itera
     plc = VirtualPlc(
         geometry, [], clock,
         mode=args.mode, heartbeat_timeout_ms=args.heartbeat_timeout_ms, gate_pulse_ms=args.gate_pulse_ms, no_verdict=args.no_verdict,
+        ack_delay_ms=args.ack_delay_ms,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

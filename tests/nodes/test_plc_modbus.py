@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 import testnodes
@@ -29,7 +30,7 @@ nodes:
     return compile_document(load_text(text, "line.yaml"), registry)
 
 
-def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "{}", audit: list | None = None, geometry=GEOMETRY, outage_s: tuple[float, float] | None = None, fails: str | None = None, no_verdict: str = "reject"):
+def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "{}", audit: list | None = None, geometry=GEOMETRY, outage_s: tuple[float, float] | None = None, fails: str | None = None, no_verdict: str = "reject", ack_delay_ms: float = 0.0):
     """Run the graph against a virtual PLC sharing its clock; return (PLC report, run report).
 
     With ``fails``, the run must fail with a NodeFailure matching it; the second value is then the
@@ -37,7 +38,7 @@ def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "
 
     async def main():
         clock = Clock()
-        plc = VirtualPlc(geometry, PARTS, clock, mode=mode, heartbeat_timeout_ms=300, no_verdict=no_verdict)
+        plc = VirtualPlc(geometry, PARTS, clock, mode=mode, heartbeat_timeout_ms=300, no_verdict=no_verdict, ack_delay_ms=ack_delay_ms)
         async with ModbusPlcServer(plc, port=free_loopback_port()) as server:
             g = graph(plc_params.replace("PORT", str(server.port)), source_params)
             taps = {"plc.audit": audit.append} if audit is not None else {}
@@ -84,6 +85,33 @@ def test_every_defective_part_is_rejected_at_the_gate_and_every_good_one_passes(
     assert {a.payload.outcome for a in audit} <= ({"acked"} if mode == "handshake" else {"fired", "passed"})
 
 
+def test_a_plc_that_acks_on_its_next_scan_is_waited_for_not_reconnected():
+    # given a PLC whose ack registers show a command 30 ms after it was written (its next scan)
+    audit: list = []
+    plc_report, run = run_line("{port: PORT}", audit=audit, ack_delay_ms=30)
+    # then every command was acked once the PLC answered, with no reconnect, and every part went right
+    s = plc_report.summary
+    assert (s.escapes, s.false_rejects, s.no_verdict_rejects) == (0, 0, 0)
+    assert {a.payload.outcome for a in audit} == {"acked"} and len(audit) == len(PARTS)
+    assert all(30e6 <= a.payload.acked_t_ns - a.payload.sent_t_ns < 40e6 for a in audit)
+    assert "connection_lost" not in next(n for n in run.nodes if n["node"] == "plc")["events"]
+
+
+def test_a_plc_that_acks_too_slowly_is_a_lost_link_named_by_its_strobe(caplog):
+    # given a PLC whose acks show only 400 ms after a command, beyond the 250 ms the node waits
+    # (two parts: each reconnect costs real time on loopback)
+    audit: list = []
+    plc_report, run = run_line("{port: PORT}", audit=audit, ack_delay_ms=400, source_params="{stop_after: 2}")
+    # then the node said so and reconnected, as for a lost link; sending a command again did not
+    # double it (the PLC took each strobe once), and no part went through on a command the PLC
+    # had not taken: what went wrong went wrong as a reject (fail-safe or for want of a verdict)
+    lost = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "reconnecting" in r.getMessage()]
+    assert lost and "PLC did not ack strobe 1 within 250 ms (its ack shows strobe 0)" in lost[0]
+    assert sum(c.kind == "handshake" for c in plc_report.commands) == len(audit) == 2
+    assert plc_report.summary.escapes == 0
+    assert all(p.reject_source in ("fail_safe", "no_verdict") for p in plc_report.parts if p.outcome == "false_reject")
+
+
 def test_a_verdict_that_comes_too_late_is_an_alarm_not_silence(caplog):
     # Verdicts 2.5 s after the part crossed the camera: its arrival (800 mm at 400 mm/s = 2 s) has passed.
     audit: list = []
@@ -123,6 +151,39 @@ def test_a_pulse_mode_plc_is_a_warning_at_start_and_a_late_reject_lets_its_part_
     assert "is in pulse mode: a part whose reject comes too late, or never, goes on uninspected" in warnings[0]
     assert "Handshake mode with positive release rejects it" in warnings[0]
     assert plc_report.summary.escapes == sum(p.defective for p in PARTS) > 0
+
+
+@pytest.mark.parametrize("vision_timeout", ["default", "null"])
+def test_a_camera_that_stops_delivering_frames_stops_the_heartbeat_and_the_plc_rejects_the_unseen_parts(caplog, vision_timeout):
+    # given a PLC in pulse mode (it rejects only what vision fires at) and a camera that delivers
+    # nothing from 3.4 s to 8.0 s: parts 7, 8 and 9 (defective) and 6 and 10 (good) cross it unseen
+    plc_params = "{port: PORT, mode: pulse}" if vision_timeout == "default" else "{port: PORT, mode: pulse, vision_timeout_ms: null}"
+    plc_report, run = run_line(plc_params, mode="pulse", source_params="{freeze_s: [3.4, 8.0], end_s: 9.5}")
+    unseen_bad = {7, 8, 9}
+    assert {p.part_id for p in PARTS if p.defective} == unseen_bad  # what the freeze is placed for
+    by_id = {p.part_id: p for p in plc_report.parts}
+    events = next(n for n in run.nodes if n["node"] == "plc")["events"]
+    if vision_timeout == "null":
+        # without the check the heartbeat beats on: the defective parts nobody saw go through
+        assert {i for i, p in by_id.items() if p.outcome == "escape"} == unseen_bad
+        assert "vision_stalled" not in events
+        return
+    # then 2 s into the freeze the heartbeat stopped, loudly, and the PLC's fail-safe rejected
+    # every defective part nobody saw; part 6 (good, unseen) was at the gate then too
+    assert plc_report.summary.escapes == 0
+    assert all(by_id[i].rejected and by_id[i].reject_source == "fail_safe" for i in unseen_bad)
+    assert by_id[6].reject_source == "fail_safe" and by_id[5].outcome == "correct_pass"
+    assert events["vision_stalled"] == 1 and plc_report.summary.fail_safe_episodes == 1
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and r.name == "lineguard.nodes.plc"]
+    assert len(errors) == 1
+    assert "no frame has been inspected for 2.0 s" in errors[0].getMessage() and "heartbeat withheld" in errors[0].getMessage()
+    # and once frames flowed again the heartbeat did too: part 10 (good, unseen) passed at 8.5 s
+    resumed = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "inspection resumed" in r.getMessage()]
+    assert len(resumed) == 1
+    # withheld from 2.0 s after the last frame (3.37 s) until the first frame back (8.0 s), each
+    # seen at the heartbeat's next 100 ms beat
+    assert 2.5 <= float(re.search(r"after ([0-9.]+) s", resumed[0]).group(1)) <= 2.8, resumed[0]
+    assert by_id[10].outcome == "correct_pass"
 
 
 def test_in_pulse_mode_a_reject_that_could_not_be_fired_in_its_window_is_never_fired_later():

@@ -29,10 +29,10 @@ nodes:
     return compile_document(load_text(text, "line.yaml"), registry)
 
 
-def run_line(mode: str, no_verdict: str = "reject", gate_writable: bool = True):
+def run_line(mode: str, no_verdict: str = "reject", gate_writable: bool = True, ack_delay_ms: float = 0.0):
     async def main():
         clock = Clock()
-        plc = VirtualPlc(GEOMETRY, PARTS, clock, mode=mode, heartbeat_timeout_ms=300, no_verdict=no_verdict)
+        plc = VirtualPlc(GEOMETRY, PARTS, clock, mode=mode, heartbeat_timeout_ms=300, no_verdict=no_verdict, ack_delay_ms=ack_delay_ms)
         async with OpcUaPlcServer(plc, port=free_loopback_port()) as server:
             if not gate_writable:  # a PLC whose access rights refuse the gate to the vision side
                 await server._nodes["Gate"].set_writable(False)
@@ -57,6 +57,17 @@ def test_every_defective_part_is_rejected_at_the_gate_and_every_good_one_passes(
     assert (s.escapes, s.false_rejects, s.fail_safe_rejects) == (0, 0, 0), s
     assert s.rejected == sum(p.defective for p in PARTS) and s.timing_error_max_abs_mm <= 1.0
     assert sorted(a.payload.part_id for a in audit) == sorted(p.part_id for p in PARTS)
+
+
+def test_a_plc_that_acks_on_its_next_scan_is_waited_for(caplog):
+    # given a PLC whose Ack variables show a command 30 ms after it was written (its next scan)
+    report, audit = run_line("handshake", ack_delay_ms=30)
+    # then each command was acked when the PLC answered, with no reconnect, and every part went right
+    s = report.summary
+    assert (s.escapes, s.false_rejects, s.no_verdict_rejects) == (0, 0, 0)
+    assert {a.payload.outcome for a in audit} == {"acked"}
+    assert all(30e6 <= a.payload.acked_t_ns - a.payload.sent_t_ns < 40e6 and a.payload.attempts == 0 for a in audit)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 def test_a_gate_the_plc_refuses_to_fire_stops_the_line_and_its_part_is_on_record(caplog):
