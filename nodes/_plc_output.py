@@ -129,7 +129,7 @@ COMMON_PARAMS: dict[str, Any] = {
 class PlcOutput(Node):
     """Base of the PLC output nodes; subclasses give ``make_link()`` and their address params."""
 
-    inputs = {"verdicts": InPort("part_verdict", queue=64, policy="block", doc="one verdict per part")}
+    inputs = {"verdicts": InPort("part_verdict", queue=64, policy="block", doc="one verdict per part", lossless=True)}
     outputs = {"audit": OutPort("plc_audit", "one record per verdict: capture → verdict → PLC ack", optional=True)}
     protocol: ClassVar[str] = "plc"
 
@@ -166,12 +166,15 @@ class PlcOutput(Node):
                 f"the recipe's line says {line['reject_distance_mm']:g} mm × {line['encoder_counts_per_mm']:g} counts/mm = {ours} counts"
             )
         self._warn_without_positive_release()
-        self._outbox: deque[tuple[Envelope, AuditRecord]] = deque()
+        # verdicts not yet with the PLC, and the strobe sequence, outlive a restart of this node
+        # (a restart policy): what a restarted node dropped would reach the gate without a verdict
+        self._outbox: deque[tuple[Envelope, AuditRecord]] = self.ctx.carry.setdefault("outbox", deque())
         self._outbox_changed = asyncio.Event()
         self._heartbeat = 0
-        self._strobe = 0
+        self._strobe = self.ctx.carry.get("strobe", 0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pulses: set[asyncio.Task[None]] = set()
+        self._waiting_pulses: dict[asyncio.Task[None], tuple[Envelope, AuditRecord]] = {}  # not fired yet
         self._lock = asyncio.Lock()  # one request at a time on the link
         self._last_arrival_ns: int | None = None
         self._failure: BaseException | None = None
@@ -285,6 +288,10 @@ class PlcOutput(Node):
 
     async def close(self) -> None:
         self._closing = True
+        # rejects not fired yet go back to the outbox, in order, for a restarted node to fire
+        waiting = sorted(getattr(self, "_waiting_pulses", {}).values(), key=lambda item: item[1].arrival_t_ns, reverse=True)
+        for envelope, record in waiting:
+            self._outbox.appendleft((envelope, record))
         tasks = list(getattr(self, "_tasks", ())) + list(getattr(self, "_pulses", ()))
         for task in tasks:
             task.cancel()
@@ -410,7 +417,7 @@ class PlcOutput(Node):
 
     async def _send_handshake(self, link: PlcLink, record: AuditRecord) -> None:
         if record.attempts == 0:
-            self._strobe = self._strobe % 60000 + 1
+            self._strobe = self.ctx.carry["strobe"] = self._strobe % 60000 + 1
             record.sent_t_ns = self._clock.now_ns()
         if self._clock.now_ns() > self._deadline_ns(record) and "deadline_missed" not in record.alarms:
             record.alarms.append("deadline_missed")
@@ -447,7 +454,9 @@ class PlcOutput(Node):
             return
         task = asyncio.create_task(self._pulse(envelope, record), name=f"lineguard-{self.ctx.node_id}-pulse-{record.part_id}")
         self._pulses.add(task)
+        self._waiting_pulses[task] = (envelope, record)
         task.add_done_callback(self._pulses.discard)
+        task.add_done_callback(lambda t: self._waiting_pulses.pop(t, None))
         task.add_done_callback(self._background_ended)  # a pulse that failed fails the node
 
     async def _pulse(self, envelope: Envelope, record: AuditRecord) -> None:

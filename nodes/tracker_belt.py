@@ -158,7 +158,9 @@ class BeltTracker(Node):
         self.no_detections = sv.Detections.empty()
         self.tracks: dict[int, _Track] = {}
         self.graveyard: deque[tuple[int, np.ndarray, int]] = deque(maxlen=_GRAVEYARD_MAX)  # (id, belt box, ended at frame)
-        self.next_id = 1
+        # ids go on after a restart of this node: vote.part remembers the ids it has decided and
+        # would ignore a new part under an old id
+        self.next_id = self.ctx.carry.get("next_id", 1)
         self.whole_sizes: dict[str, deque] = {}  # per part type: (width, height) of its latest whole boxes
         self.id_switches = 0
 
@@ -298,6 +300,7 @@ class BeltTracker(Node):
     def _start(self, belt_box: np.ndarray, frame_id: int, t_ns: int) -> _Track:
         track = _Track(self.next_id, belt_box.copy(), frame_id, t_ns, 0.0, hits=0)
         self.next_id += 1
+        self.ctx.carry["next_id"] = self.next_id
         recent = [(old_id, old_box) for old_id, old_box, ended_at in self.graveyard if frame_id - ended_at <= self.params["reid_window_frames"]]
         if recent:
             iou = box_iou_batch(np.array([box for _, box in recent]), belt_box[None, :])[:, 0]

@@ -233,6 +233,14 @@ def compile_document(doc: LoadedDocument, registry: Registry | None = None) -> C
                 policy = entry.get("policy", in_port.policy) if isinstance(entry, dict) else in_port.policy
                 if type(queue) is not int or queue < 1 or policy not in QUEUE_POLICIES:
                     continue  # reported by the recipe schema
+                if in_port.lossless and policy != "block":
+                    c.error(
+                        epath,
+                        f"expected policy 'block' for input '{nid}.{port}', got '{policy}': every {in_port.kind} must arrive (a dropped one is a part without its verdict)",
+                        node=nid,
+                        port=port,
+                    )
+                    continue
                 wires.append(Wire(src, src_port, nid, port, out_kind, queue, policy, doc.source.value(epath)))
         for port, in_port in cls.inputs.items():
             if in_port.required and port not in inputs:

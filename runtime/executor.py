@@ -102,6 +102,7 @@ class NodeRuntime:
     restart_times_ns: deque[int] = field(default_factory=deque)
     # capture time of the newest envelope the node has handled (processed, or emitted by a source)
     newest_t_ns: int | None = None
+    carry: dict[str, Any] = field(default_factory=dict)  # what the node keeps across its restarts
 
     @property
     def type_id(self) -> str:
@@ -273,7 +274,7 @@ class Executor:
             times = [f.newest_t_ns for f in feeders if f.newest_t_ns is not None]
             return max(times) if times else None
 
-        ctx = NodeContext(rt.id, self.clock, self.graph.line, _Emitter(rt, self._outputs[rt.id], self.max_frames, self), logger, inputs_newest_ns)
+        ctx = NodeContext(rt.id, self.clock, self.graph.line, _Emitter(rt, self._outputs[rt.id], self.max_frames, self), logger, inputs_newest_ns, rt.carry)
         return self._node_factory(rt.spec, ctx)
 
     async def _run_node(self, rt: NodeRuntime) -> None:

@@ -35,7 +35,8 @@ ANY_KIND = "any"
 class InPort:
     """An input port. ``kind`` is checked against the wired output's kind at compile time
     (``any`` accepts every kind). The queue in front of it holds ``queue`` envelopes and, when
-    full, applies ``policy`` (block the producer, drop the oldest queued, drop the newest)."""
+    full, applies ``policy`` (block the producer, drop the oldest queued, drop the newest); a
+    ``lossless`` port only blocks."""
 
     kind: str
     required: bool = True
@@ -43,6 +44,9 @@ class InPort:
     queue: int = 8
     policy: QueuePolicy = "block"
     doc: str = ""
+    # every envelope matters (one verdict per part, the only one): a recipe may not set a policy
+    # that drops here
+    lossless: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,17 @@ class OutPort:
 class NodeContext:
     """What a running node may use: its id, the clock, the line settings, a logger, and ``emit``."""
 
-    def __init__(self, node_id: str, clock: "Clock", line: Mapping[str, Any], emitter: Any, logger: Any, inputs_newest_ns: Callable[[], int | None] | None = None) -> None:
+    def __init__(self, node_id: str, clock: "Clock", line: Mapping[str, Any], emitter: Any, logger: Any, inputs_newest_ns: Callable[[], int | None] | None = None, carry: dict[str, Any] | None = None) -> None:
         self.node_id = node_id
         self.clock = clock
         self.line = line
         self._emitter = emitter
         self.log = logger
         self._inputs_newest_ns = inputs_newest_ns
+        # What a node keeps across its restarts (a ``restart:`` policy makes a new instance): the
+        # same dict for every instance of this node in a run. For what must not start over (an id
+        # sequence, verdicts not yet sent), not for working state, which a restart is meant to clear.
+        self.carry: dict[str, Any] = carry if carry is not None else {}
 
     def inputs_newest_ns(self) -> int | None:
         """Capture time of the newest envelope the nodes feeding this one have handled (processed,

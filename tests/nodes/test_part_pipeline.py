@@ -32,9 +32,23 @@ REALISTIC_DETECTOR = (
 )
 
 
-def compile_line(cam: str, det: str = REALISTIC_DETECTOR, vote: str = "{exit_x_px: 560}") -> CompiledGraph:
+class FlakyTracker(BeltTracker):
+    """tracker.belt that fails once, on frame ``fail_at`` (a bug, a bad input), to be restarted."""
+
+    type_name = "test.flaky_tracker"
+    params_schema = {**BeltTracker.params_schema, "properties": {**BeltTracker.params_schema["properties"], "fail_at": {"type": "integer"}}}
+    failed = False
+
+    def update(self, envelope):
+        if envelope.frame_id == self.params["fail_at"] and not FlakyTracker.failed:
+            FlakyTracker.failed = True
+            raise RuntimeError(f"tracker broke on frame {envelope.frame_id}")
+        return super().update(envelope)
+
+
+def compile_line(cam: str, det: str = REALISTIC_DETECTOR, vote: str = "{exit_x_px: 560}", trk: str = "{type: tracker.belt, in: {detections: det.detections}}") -> CompiledGraph:
     registry = testnodes.test_registry()
-    for cls in (TruthDetector, BeltTracker, RuleInspector, PartVote):
+    for cls in (TruthDetector, BeltTracker, RuleInspector, PartVote, FlakyTracker):
         registry.register(cls)
     text = textwrap.dedent(f"""\
         version: 1
@@ -42,7 +56,7 @@ def compile_line(cam: str, det: str = REALISTIC_DETECTOR, vote: str = "{exit_x_p
         nodes:
           cam: {{type: camera.sim, params: {cam}}}
           det: {{type: detector.truth, params: {det}, in: {{truth: cam.truth}}}}
-          trk: {{type: tracker.belt, in: {{detections: det.detections}}}}
+          trk: {trk}
           insp: {{type: inspect.rules, in: {{tracks: trk.tracks}}}}
           vote: {{type: vote.part, params: {vote}, in: {{findings: insp.findings}}}}
           verdicts: {{type: test.collect, params: {{key: verdicts}}, in: {{in: vote.verdicts}}}}
@@ -143,3 +157,24 @@ def test_a_part_that_leaves_after_one_sighting_is_rejected_as_insufficient_evide
     for v in run.verdicts:
         assert v.frames_seen == 1
         assert (v.verdict, v.reasons) == ("reject", ("insufficient_evidence",))
+
+
+def test_a_tracker_restarted_mid_run_gives_new_ids_and_every_part_still_gets_a_verdict():
+    # given the tracker failing once while parts are in view, with a restart policy
+    FlakyTracker.failed = False
+    trk = "{type: test.flaky_tracker, params: {fail_at: 400}, in: {detections: det.detections}, restart: {max_restarts: 1, within_s: 60}}"
+    run = Run(compile_line("{scenario: nominal, seed: 2, parts: 24, set: {camera.resolution: vga}}", trk=trk))
+    assert run.node("trk")["restarts"] == 1
+    # then the new tracker's ids go on from the old one's: none is used for two parts
+    parts_of: dict[int, set[int]] = defaultdict(set)
+    for f in run.tracks:
+        for p in f.parts:
+            if p.truth_part_id is not None:
+                parts_of[p.track_id].add(p.truth_part_id)
+    assert all(len(parts) == 1 for parts in parts_of.values()), {i: v for i, v in parts_of.items() if len(v) > 1}
+    # and every part that crossed the camera got its verdict (the part in view when the tracker
+    # broke may get two: its old track is decided as stale, its new one at the exit)
+    seen = {p.truth_part_id for f in run.tracks for p in f.parts if p.truth_part_id is not None}
+    assert seen <= {pid for pid in run.by_part if pid is not None}, sorted(seen - set(run.by_part))
+    stale = [v for v in run.verdicts if v.decided_by == "stale"]
+    assert len(stale) <= 2

@@ -14,23 +14,40 @@ from lineguard.runtime.compiler import compile_document
 from lineguard.runtime.errors import NodeFailure
 from lineguard.runtime.executor import Executor
 from lineguard.runtime.loader import load_text
+from lineguard.nodes.plc_modbus import ModbusPlcOutput
 from lineguard.sim.plc import VirtualPlc
 from lineguard.sim.plc_modbus import ModbusPlcServer
 
 
-def graph(plc_params: str, source_params: str = "{}"):
+class FlakyModbusOutput(ModbusPlcOutput):
+    """plc.modbus that fails once, right after taking the verdict of part ``fail_on_part`` into its
+    outbox (a bug), to be restarted."""
+
+    type_name = "test.flaky_plc_modbus"
+    params_schema = {**ModbusPlcOutput.params_schema, "properties": {**ModbusPlcOutput.params_schema["properties"], "fail_on_part": {"type": "integer"}}}
+    failed = False
+
+    async def process(self, port, envelope):
+        await super().process(port, envelope)
+        if envelope.payload.part_id == self.params["fail_on_part"] and not FlakyModbusOutput.failed:
+            FlakyModbusOutput.failed = True
+            raise RuntimeError(f"broke after taking the verdict of part {envelope.payload.part_id}")
+
+
+def graph(plc_params: str, source_params: str = "{}", plc_type: str = "plc.modbus", plc_extra: str = ""):
     registry = testnodes.test_registry()
     registry.register(TruthVerdicts)
+    registry.register(FlakyModbusOutput)
     text = f"""version: 1
 line: {LINE}
 nodes:
   vision: {{type: test.truth_verdicts, params: {source_params}}}
-  plc: {{type: plc.modbus, params: {plc_params}, in: {{verdicts: vision.verdicts}}}}
+  plc: {{type: {plc_type}, params: {plc_params}, in: {{verdicts: vision.verdicts}}{plc_extra}}}
 """
     return compile_document(load_text(text, "line.yaml"), registry)
 
 
-def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "{}", audit: list | None = None, geometry=GEOMETRY, outage_s: tuple[float, float] | None = None, fails: str | None = None, no_verdict: str = "reject", ack_delay_ms: float = 0.0):
+def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "{}", audit: list | None = None, geometry=GEOMETRY, outage_s: tuple[float, float] | None = None, fails: str | None = None, no_verdict: str = "reject", ack_delay_ms: float = 0.0, plc_type: str = "plc.modbus", plc_extra: str = ""):
     """Run the graph against a virtual PLC sharing its clock; return (PLC report, run report).
 
     With ``fails``, the run must fail with a NodeFailure matching it; the second value is then the
@@ -40,7 +57,7 @@ def run_line(plc_params: str, *, mode: str = "handshake", source_params: str = "
         clock = Clock()
         plc = VirtualPlc(geometry, PARTS, clock, mode=mode, heartbeat_timeout_ms=300, no_verdict=no_verdict, ack_delay_ms=ack_delay_ms)
         async with ModbusPlcServer(plc, port=free_loopback_port()) as server:
-            g = graph(plc_params.replace("PORT", str(server.port)), source_params)
+            g = graph(plc_params.replace("PORT", str(server.port)), source_params, plc_type, plc_extra)
             taps = {"plc.audit": audit.append} if audit is not None else {}
             hooks = [plc.start]
             if outage_s is not None:  # the PLC's server goes away and comes back on the same port
@@ -110,6 +127,27 @@ def test_a_plc_that_acks_too_slowly_is_a_lost_link_named_by_its_strobe(caplog):
     assert sum(c.kind == "handshake" for c in plc_report.commands) == len(audit) == 2
     assert plc_report.summary.escapes == 0
     assert all(p.reject_source in ("fail_safe", "no_verdict") for p in plc_report.parts if p.outcome == "false_reject")
+
+
+@pytest.mark.parametrize(("mode", "breaks_on"), [("pulse", "its verdict"), ("handshake", "its verdict"), ("pulse", "the next verdict")])
+def test_a_plc_output_restarted_by_its_policy_sends_the_verdicts_it_had_taken(mode, breaks_on):
+    # given a PLC output with a restart policy that breaks right after taking the first defective
+    # part's verdict (still in its outbox), or the next one's (in pulse mode, the first one's
+    # reject then waits for its part to reach the gate)
+    first_bad = min((p for p in PARTS if p.defective), key=lambda p: p.t_at_reject_ns(GEOMETRY))
+    fail_on = first_bad.part_id if breaks_on == "its verdict" else first_bad.part_id + 1
+    assert first_bad.t_at_reject_ns(GEOMETRY) > next(p for p in PARTS if p.part_id == fail_on).t_at_position_ns(GEOMETRY, 0.0)
+    FlakyModbusOutput.failed = False
+    audit: list = []
+    plc_report, run = run_line(
+        f"{{port: PORT, mode: {mode}, fail_on_part: {fail_on}}}", mode=mode, audit=audit,
+        plc_type="test.flaky_plc_modbus", plc_extra=", restart: {max_restarts: 1, within_s: 60}",
+    )
+    # then the restarted node sent it: the PLC rejected the part on its verdict
+    assert next(n for n in run.nodes if n["node"] == "plc")["restarts"] == 1
+    assert plc_report.part(first_bad.part_id).reject_source == "command"
+    assert plc_report.summary.escapes == 0
+    assert first_bad.part_id in {a.payload.part_id for a in audit}
 
 
 def test_a_verdict_that_comes_too_late_is_an_alarm_not_silence(caplog):

@@ -242,6 +242,21 @@ def test_a_bad_queue_policy_is_named():
     expect_error(text, "slow", at(text, "drop_all"), "port 'in': expected one of [\"block\", \"drop_oldest\", \"drop_newest\"], got \"drop_all\" (text)")
 
 
+def test_a_verdict_wire_that_could_drop_verdicts_is_refused():
+    text = """
+    version: 1
+    line: {belt_speed_mm_s: 400, mm_per_px: 0.5, encoder_counts_per_mm: 10, reject_distance_mm: 800}
+    nodes:
+      cam: {type: camera.sim, params: {parts: 3}}
+      det: {type: detector.truth, params: {image_size_px: [1280, 720]}, in: {truth: cam.truth}}
+      trk: {type: tracker.belt, in: {detections: det.detections}}
+      insp: {type: inspect.rules, in: {tracks: trk.tracks}}
+      vote: {type: vote.part, in: {findings: insp.findings}}
+      plc: {type: plc.modbus, params: {port: 5020}, in: {verdicts: {from: vote.verdicts, policy: drop_oldest}}}
+    """
+    expect_error(text, "plc", at(text, "{from: vote.verdicts"), "port 'verdicts': expected policy 'block' for input 'plc.verdicts', got 'drop_oldest': every part_verdict must arrive")
+
+
 def test_unused_outputs_are_warnings_not_errors():
     graph = compile_text(recipe("""
     version: 1
