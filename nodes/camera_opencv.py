@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _STREAM = re.compile(r"^(rtsp|rtsps|http|https|udp|tcp|rtmp)://", re.I)
 
 log = logging.getLogger("lineguard.nodes.camera_opencv")
+_CLOSE_WAIT_S = 5.0  # close() waits this long for a read in progress before it releases the capture
 
 
 def classify_source(source: Any) -> str:
@@ -84,6 +86,9 @@ class OpenCvCamera(Node):
     async def open(self) -> None:
         self.kind = classify_source(self.params["source"])
         self._cap: cv2.VideoCapture | None = None
+        # held by a read in its thread: the capture is released only when no read is in progress
+        # (a cancelled read goes on in its thread; releasing under it can crash the driver)
+        self._io = threading.Lock()
         if self.kind == "folder":
             self._files = _folder_images(Path(self.params["source"]))
             if not self._files:
@@ -156,11 +161,11 @@ class OpenCvCamera(Node):
         assert self._cap is not None
         frame_id = 0
         while not self._done(frame_id):
-            ok, image = await self.ctx.clock.run_in_thread(self._cap.read)
+            ok, image = await self.ctx.clock.run_in_thread(self._read)
             if not ok:
                 if self.params["loop"] and frame_id > 0:
                     self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                    ok, image = await self.ctx.clock.run_in_thread(self._cap.read)
+                    ok, image = await self.ctx.clock.run_in_thread(self._read)
                 if not ok:
                     return  # end of the file ends the run
             t_ns = await self._paced(frame_id)
@@ -176,7 +181,7 @@ class OpenCvCamera(Node):
         while not self._done(frame_id):
             ok, image = (False, None)
             if self._cap is not None:
-                ok, image = await clock.run_in_thread(self._cap.read)
+                ok, image = await clock.run_in_thread(self._read)
             if ok:
                 failures, delay = 0, policy["first_delay_s"]
                 await self._emit(frame_id, clock.now_ns(), image)
@@ -195,11 +200,23 @@ class OpenCvCamera(Node):
             delay = min(delay * 2, policy["max_delay_s"])
             self._cap = await clock.run_in_thread(self._open_capture)
 
+    def _read(self) -> tuple[bool, np.ndarray | None]:
+        with self._io:
+            cap = self._cap
+            return cap.read() if cap is not None else (False, None)
+
     async def close(self) -> None:
         cap = getattr(self, "_cap", None)
-        if cap is not None:
+        if cap is None:
+            return
+        self._cap = None
+        if not await self.ctx.clock.run_in_thread(self._io.acquire, True, _CLOSE_WAIT_S):
+            log.warning("camera source '%s': a read still blocks after %g s; the capture is left open", self.params["source"], _CLOSE_WAIT_S, extra={"node": self.ctx.node_id})
+            return
+        try:
             cap.release()
-            self._cap = None
+        finally:
+            self._io.release()
 
 
 def _folder_images(folder: Path) -> list[Path]:

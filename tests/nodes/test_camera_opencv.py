@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
+import threading
 
 import cv2
 import numpy as np
@@ -10,8 +12,12 @@ import pytest
 import testnodes
 from testnodes import COLLECTED, compile_text
 
+from lineguard.nodes.camera_opencv import OpenCvCamera
+from lineguard.runtime.clock import SimEventLoop
+from lineguard.runtime.compiler import compile_document
 from lineguard.runtime.errors import NodeFailure, RecipeError
-from lineguard.runtime.executor import run_graph_sync
+from lineguard.runtime.executor import Executor, run_graph_sync
+from lineguard.runtime.loader import load_text
 
 
 @pytest.fixture(autouse=True)
@@ -149,3 +155,65 @@ def test_sources_are_told_apart_by_their_form(tmp_path):
     assert classify_source("rtsp://127.0.0.1:8554/line") == "stream"
     assert classify_source(str(tmp_path)) == "folder"
     assert classify_source(str(tmp_path / "line.mp4")) == "file"
+
+
+class BlockingCapture:
+    """A capture whose second read blocks (a stream whose driver hangs) until ``unblock`` is set;
+    it records the order of what happened to it."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.unblock = threading.Event()
+        self.reads = 0
+        self.on_block = lambda: None  # called (in the read's thread) when the read blocks
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        return True
+
+    def get(self, prop: int) -> float:
+        return 30.0
+
+    def read(self):
+        self.reads += 1
+        if self.reads > 1:
+            self.events.append("read blocks")
+            self.on_block()
+            self.unblock.wait(timeout=30)
+            self.events.append("read returns")
+        return True, frame(0)
+
+    def release(self) -> None:
+        self.events.append("release")
+
+
+class HangingStreamCamera(OpenCvCamera):
+    type_name = "test.hanging_stream"
+    capture = BlockingCapture()
+
+    def _open_capture(self):
+        return HangingStreamCamera.capture
+
+    async def close(self) -> None:
+        # the hung read comes back only once close() has begun: before then, nothing may release
+        asyncio.get_running_loop().call_soon(HangingStreamCamera.capture.unblock.set)
+        await super().close()
+
+
+def test_a_capture_is_released_only_after_a_hung_read_has_returned():
+    # given a stream whose driver hangs in a read, and the line stopped meanwhile
+    HangingStreamCamera.capture = capture = BlockingCapture()
+    registry = testnodes.test_registry()
+    registry.register(HangingStreamCamera)
+    g = compile_document(load_text("version: 1\nnodes:\n  cam: {type: test.hanging_stream, params: {source: 'rtsp://127.0.0.1:9/line'}}\n  sink: {type: test.collect, in: {in: cam.image}}\n", "line.yaml"), registry)
+    executor = Executor(g)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        capture.on_block = lambda: loop.call_soon_threadsafe(executor.stop, "the operator stopped the line")
+        return await executor.run()
+
+    with asyncio.Runner(loop_factory=SimEventLoop) as runner:
+        report = runner.run(main())
+    # then the capture was released after the read came back, not under it
+    assert report.status == "stopped"
+    assert capture.events == ["read blocks", "read returns", "release"]
