@@ -372,7 +372,8 @@ class PlcOutput(Node):
                 timeout_ms / 1000, self.address(), extra={"node": self.ctx.node_id},
             )
         elif not stalled and self._withheld_since_ns is not None:
-            log.warning("inspection resumed after %.1f s; heartbeat to the PLC at %s again", (self._clock.now_ns() - self._withheld_since_ns) / 1e9, self.address(), extra={"node": self.ctx.node_id})
+            why = "the stream ended" if self._draining else "inspection resumed"
+            log.warning("%s after %.1f s without frames; heartbeat to the PLC at %s again", why, (self._clock.now_ns() - self._withheld_since_ns) / 1e9, self.address(), extra={"node": self.ctx.node_id})
             self._withheld_since_ns = None
         return stalled
 
@@ -486,6 +487,7 @@ class PlcOutput(Node):
                 raise
         else:
             record.outcome = "missed"
+        self._waiting_pulses.pop(asyncio.current_task(), None)  # fired or given up: a restart must not fire it again
         if record.outcome != "missed":
             record.acked_t_ns = self._clock.now_ns()
             record.outcome = "fired_late" if "deadline_missed" in record.alarms else "fired"

@@ -216,7 +216,7 @@ def test_a_camera_that_stops_delivering_frames_stops_the_heartbeat_and_the_plc_r
     assert len(errors) == 1
     assert "no frame has been inspected for 2.0 s" in errors[0].getMessage() and "heartbeat withheld" in errors[0].getMessage()
     # and once frames flowed again the heartbeat did too: part 10 (good, unseen) passed at 8.5 s
-    resumed = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "inspection resumed" in r.getMessage()]
+    resumed = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "inspection resumed after" in r.getMessage()]
     assert len(resumed) == 1
     # withheld from 2.0 s after the last frame (3.37 s) until the first frame back (8.0 s), each
     # seen at the heartbeat's next 100 ms beat
