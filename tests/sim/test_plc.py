@@ -672,6 +672,7 @@ def test_cli_port_in_use_is_a_usage_error_naming_the_option(busy_port, capsys):
         (("--modbus-port", "0", "--defect-rate", "2"), "--defect-rate: expected 0..1"),
         (("--modbus-port", "0", "--parts-out", "x.json"), "--parts-out needs --duration-s"),
         (("--opcua-port", "0",), "--opcua-port: expected a port number, got 0"),
+        (("--modbus-port", "0", "--ack-delay-ms", "-5"), "--ack-delay-ms: expected >= 0, got -5"),
     ],
 )
 def test_cli_bad_arguments_name_the_option(argv, message, capsys):
