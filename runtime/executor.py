@@ -67,8 +67,7 @@ class _Emitter:
                 tap(envelope)
         if rt.is_source:
             rt.emitted_frames += 1
-            if rt.newest_t_ns is None or envelope.t_capture_ns > rt.newest_t_ns:
-                rt.newest_t_ns = envelope.t_capture_ns
+            rt.handled(envelope.t_capture_ns)
 
     def is_wired(self, port: str) -> bool:
         return bool(self.outputs.get(port)) or port in self.taps
@@ -103,6 +102,11 @@ class NodeRuntime:
     # capture time of the newest envelope the node has handled (processed, or emitted by a source)
     newest_t_ns: int | None = None
     carry: dict[str, Any] = field(default_factory=dict)  # what the node keeps across its restarts
+
+    def handled(self, t_capture_ns: int) -> None:
+        """An envelope captured at ``t_capture_ns`` was processed (or emitted, by a source)."""
+        if self.newest_t_ns is None or t_capture_ns > self.newest_t_ns:
+            self.newest_t_ns = t_capture_ns
 
     @property
     def type_id(self) -> str:
@@ -345,8 +349,7 @@ class Executor:
                 await self._on_error(rt, envelope.frame_id, exc)
                 continue
             dt = perf() - t0
-            if rt.newest_t_ns is None or envelope.t_capture_ns > rt.newest_t_ns:
-                rt.newest_t_ns = envelope.t_capture_ns
+            rt.handled(envelope.t_capture_ns)
             timings.append(dt)
             rt.process_count += 1
             rt.process_total_ns += dt
