@@ -129,7 +129,7 @@ COMMON_PARAMS: dict[str, Any] = {
 class PlcOutput(Node):
     """Base of the PLC output nodes; subclasses give ``make_link()`` and their address params."""
 
-    inputs = {"verdicts": InPort("part_verdict", queue=64, policy="block", doc="one verdict per part", lossless=True)}
+    inputs = {"verdicts": InPort("part_verdict", queue=64, policy="block", doc="one verdict per part", lossless="a dropped one is a part without its verdict")}
     outputs = {"audit": OutPort("plc_audit", "one record per verdict: capture → verdict → PLC ack", optional=True)}
     protocol: ClassVar[str] = "plc"
 

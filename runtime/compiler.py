@@ -236,7 +236,7 @@ def compile_document(doc: LoadedDocument, registry: Registry | None = None) -> C
                 if in_port.lossless and policy != "block":
                     c.error(
                         epath,
-                        f"expected policy 'block' for input '{nid}.{port}', got '{policy}': every {in_port.kind} must arrive (a dropped one is a part without its verdict)",
+                        f"expected policy 'block' for input '{nid}.{port}', got '{policy}': every {in_port.kind} must arrive ({in_port.lossless})",
                         node=nid,
                         port=port,
                     )

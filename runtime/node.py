@@ -36,7 +36,8 @@ class InPort:
     """An input port. ``kind`` is checked against the wired output's kind at compile time
     (``any`` accepts every kind). The queue in front of it holds ``queue`` envelopes and, when
     full, applies ``policy`` (block the producer, drop the oldest queued, drop the newest); a
-    ``lossless`` port only blocks."""
+    ``lossless`` port only blocks; its value says why every envelope must arrive, and the compiler
+    quotes it when a recipe sets a dropping policy there."""
 
     kind: str
     required: bool = True
@@ -44,9 +45,9 @@ class InPort:
     queue: int = 8
     policy: QueuePolicy = "block"
     doc: str = ""
-    # every envelope matters (one verdict per part, the only one): a recipe may not set a policy
-    # that drops here
-    lossless: bool = False
+    # every envelope matters (e.g. one verdict per part, the only one): a recipe may not set a
+    # policy that drops here. Empty: an ordinary port; otherwise what a dropped envelope would cost.
+    lossless: str = ""
 
 
 @dataclass(frozen=True)

@@ -254,7 +254,7 @@ def test_a_verdict_wire_that_could_drop_verdicts_is_refused():
       vote: {type: vote.part, in: {findings: insp.findings}}
       plc: {type: plc.modbus, params: {port: 5020}, in: {verdicts: {from: vote.verdicts, policy: drop_oldest}}}
     """
-    expect_error(text, "plc", at(text, "{from: vote.verdicts"), "port 'verdicts': expected policy 'block' for input 'plc.verdicts', got 'drop_oldest': every part_verdict must arrive")
+    expect_error(text, "plc", at(text, "{from: vote.verdicts"), "port 'verdicts': expected policy 'block' for input 'plc.verdicts', got 'drop_oldest': every part_verdict must arrive (a dropped one is a part without its verdict)")
 
 
 def test_unused_outputs_are_warnings_not_errors():
