@@ -445,6 +445,7 @@ class VirtualPlc:
         self._shifted_out: deque[_ShiftEntry] = deque(maxlen=shift_register_size)
         self._last_ack: HandshakeAck | None = None
         self._shown_ack: HandshakeAck | None = None  # what the ack registers show (ack_delay_ms after)
+        self._ack_handles: deque[asyncio.TimerHandle] = deque()  # acks not shown yet, oldest first
         self._commands: list[CommandRecord] = []
         self._misfires = 0
         self._refused = 0
@@ -481,6 +482,8 @@ class VirtualPlc:
             if entry.handle is not None:
                 entry.handle.cancel()
         self._shift_register.clear()
+        while self._ack_handles:
+            self._ack_handles.popleft().cancel()
 
     def add_parts(self, parts: Iterable[PartTruth]) -> None:
         """Add parts to the line (e.g. as a conveyor spawns them). Part ids must be unique."""
@@ -627,7 +630,7 @@ class VirtualPlc:
         self._last_ack = ack
         if self.ack_delay_ms > 0:
             assert self._loop is not None
-            self._loop.call_later(self.ack_delay_ms / 1000, self._show_ack, ack)
+            self._ack_handles.append(self._loop.call_later(self.ack_delay_ms / 1000, self._show_ack, ack))
         else:
             self._shown_ack = ack
         self._commands.append(
@@ -867,7 +870,8 @@ class VirtualPlc:
             self._all_scored.clear()
 
     def _show_ack(self, ack: HandshakeAck) -> None:
-        self._shown_ack = ack  # delays are equal, so acks show in the order they were made
+        self._ack_handles.popleft()  # delays are equal, so acks show in the order they were made
+        self._shown_ack = ack
         self._notify()
 
     def _notify(self) -> None:

@@ -352,6 +352,36 @@ def test_the_same_strobe_twice_is_one_command():
     assert [c.kind for c in report.commands] == ["handshake"]
 
 
+def test_an_ack_shows_after_its_delay_and_a_stopped_plc_shows_no_more_acks():
+    part = _part(1, -200.0)
+
+    async def main():
+        clock = Clock()
+        plc = VirtualPlc(GEOMETRY, [part], clock, mode="handshake", heartbeat_timeout_ms=0.0, ack_delay_ms=30)
+        changes: list[int] = []
+        plc.subscribe(lambda: changes.append(clock.now_ns()))
+        plc.start()
+        await clock.sleep_until_ns(part.t_at_position_ns(GEOMETRY, 0.0))
+        sent = clock.now_ns()
+        plc.strobe(_capture(plc, clock, part, strobe=1))
+        await clock.sleep(0.010)
+        before = plc.status().ack
+        await clock.sleep(0.030)
+        shown = plc.status().ack
+        plc.strobe(_capture(plc, clock, part, strobe=2, verdict=Verdict.PASS))
+        plc.stop()
+        await clock.sleep(0.100)
+        return sent, before, shown, plc.status().ack, changes
+
+    # given a PLC whose ack registers show an ack 30 ms after its command
+    sent, before, shown, after_stop, changes = run_sim(main)
+    # then the ack is not there 10 ms after the strobe, and is there 40 ms after
+    assert before is None and shown is not None and shown.strobe == 1
+    assert changes == [sent + 30 * MS]
+    # and when the PLC is stopped with an ack still to show, it shows no more and tells nobody
+    assert after_stop.strobe == 1
+
+
 def test_a_full_shift_register_refuses_commands():
     parts = [_part(i, -200.0 - 260 * i) for i in range(1, 4)]
 
